@@ -1,0 +1,23 @@
+"""reid-augment: enlarge person re-ID training sets with pose-guided image generation (VDG)."""
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "build_pairs": "pairs",
+    "read_poses": "poses",
+    "write_poses": "poses",
+    "scan_images": "images",
+    "load_recipe": "config",
+}
+
+
+def __getattr__(name: str):
+    # Lazy re-exports keep `import reid_augment` (and `reid-augment --help`) free of torch start-up.
+    if name in _PUBLIC:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_PUBLIC]

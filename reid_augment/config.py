@@ -1,0 +1,203 @@
+"""Typed, immutable configuration: one frozen dataclass per stage, recipes loaded from YAML."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import InputError
+from .keypoints import DEFAULT_REQUIRED_JOINTS
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    """How build-pairs filters images and pairs them."""
+
+    require_joints: tuple[str, ...] = DEFAULT_REQUIRED_JOINTS  # Joints an image must have (Ma et al./Def-GAN rule).
+    min_joints: int = 0              # And at least this many joints in all.
+    cross_camera: bool = False       # Only pair images from different cameras.
+    max_pairs_per_id: int = 0        # Cap on pairs per identity, sampled with the seed; 0 = no cap.
+    test_ids: int = 0                # Identities held out for test when no separate test poses are given.
+    num_test_pairs: int = 12000      # Test pairs drawn, as Def-GAN does for Market-1501.
+    seed: int = 0                    # Def-GAN's random_state; reproduces the field's test pairs.
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the VDG networks; saved in every checkpoint so generation can rebuild them."""
+
+    image_size: tuple[int, int] = (128, 64)  # (H, W) of person crops; Market-1501 is 128x64.
+    num_joints: int = 18            # OpenPose-18 layout, see keypoints.JOINT_NAMES.
+    num_levels: int = 5             # N: residual levels of G_rec's encoders and decoder (PG2: log2(H) - 2).
+    base_channels: int = 128        # G_rec level i has base_channels * (i + 1) channels (PG2).
+    z_dim: int = 64                 # Fully connected bottleneck of G_rec, per branch (PG2's z).
+    ref_levels: int = 5             # Levels of G_ref (the paper: N in both stages).
+    ref_channels: int = 128         # G_ref's fixed width (PG2's G2).
+    disc_channels: int = 64         # DCGAN discriminator base width (PG2).
+    disc_levels: int = 4            # Stride-2 convs of the discriminator.
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Losses of the refinement stage (the reconstruction stage always uses L1, Eq. 2)."""
+
+    ref_loss: str = "weighted"      # l1 | mask_l1 | mask_ssim | weighted (Eq. 8).
+    alpha: float = 0.9              # Eq. 8: alpha * mask-SSIM + (1 - alpha) * mask-L1; 0.9 is the paper's best.
+    lambda_img: float = 10.0        # Eq. 6 weight of L_img against the adversarial term; PG2's 10.
+    ssim_window: int = 11           # Gaussian SSIM window (Wang et al.).
+    ssim_sigma: float = 1.5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop."""
+
+    batch_size: int = 16            # The paper: 16 on Market-1501, 6 on DeepFashion.
+    rec_steps: int = 22000          # Reconstruction-stage iterations (paper: 22k Market, 40k DeepFashion).
+    ref_steps: int = 14000          # Refinement-stage iterations (paper: 14k Market, 30k DeepFashion).
+    lr: float = 2e-5                # Adam, for G_rec, G_ref and D (paper).
+    beta1: float = 0.5
+    beta2: float = 0.999
+    flip: bool = True               # Horizontal flips of both images and both poses.
+    num_workers: int = 4            # DataLoader workers.
+    log_every: int = 50             # Steps between loss-log lines.
+    sample_every: int = 1000        # Steps between sample grids.
+    checkpoint_every: int = 1000    # Steps between checkpoints.
+    seed: int = 0
+    amp: bool = True                # bf16/fp16 autocast on CUDA (ignored on CPU).
+    channels_last: bool = True      # On CUDA.
+    compile: bool = False           # torch.compile the generators on CUDA.
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything `reid-augment train` needs besides data."""
+
+    name: str = "custom"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+REF_LOSSES = ("l1", "mask_l1", "mask_ssim", "weighted")
+
+
+def _coerce(value, annotation, where: str):
+    """Check `value` against a field annotation; lists become tuples."""
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        return from_dict(annotation, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(annotation)
+        item = args[0]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, item, where) for v in value)
+        if len(value) != len(args):
+            raise InputError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool) and (type(value) is not annotation):
+        raise InputError(f"{where}: expected {annotation.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls, data, where: str = "recipe"):
+    """Build dataclass `cls` from a mapping; unknown keys and wrong types are errors."""
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise InputError(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(names)}")
+    return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+
+
+def recipe_dirs() -> list[Path]:
+    """Where named recipes live: the installed package, then a source checkout."""
+    here = Path(__file__).resolve().parent
+    return [here / "recipes", here.parent / "recipes"]
+
+
+def find_recipe(name_or_path: str | os.PathLike) -> Path:
+    """A YAML path as given, or a recipe name such as `market1501` or `tiny`."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise InputError(f"{path}: no such recipe file")
+        return path
+    for folder in recipe_dirs():
+        candidate = folder / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+    known = sorted({p.stem for d in recipe_dirs() if d.is_dir() for p in d.glob("*.yaml")})
+    raise InputError(f"unknown recipe {str(name_or_path)!r}; known: {', '.join(known)} (or a path to a .yaml)")
+
+
+def load_recipe(name_or_path: str | os.PathLike, overrides: typing.Sequence[str] = ()) -> Recipe:
+    """Load a recipe, then apply `section.key=value` overrides (values parsed as YAML).
+
+    Examples:
+        >>> load_recipe("tiny", ["train.rec_steps=5"]).train.rec_steps
+        5
+    """
+    path = find_recipe(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise InputError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a recipe is a mapping of sections")
+    data.setdefault("name", path.stem)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        section, dot, leaf = key.partition(".")
+        if not sep or not dot:
+            raise InputError(f"override {item!r}: expected section.key=value, e.g. train.batch_size=8")
+        data.setdefault(section, {})
+        if not isinstance(data[section], dict):
+            raise InputError(f"override {item!r}: {section} is not a section")
+        data[section][leaf] = yaml.safe_load(value)
+    recipe = from_dict(Recipe, data, str(path))
+    validate_recipe(recipe, str(path))
+    return recipe
+
+
+def validate_recipe(recipe: Recipe, where: str = "recipe") -> None:
+    """Checks across fields that types alone cannot express."""
+    m, loss = recipe.model, recipe.loss
+    if loss.ref_loss not in REF_LOSSES:
+        raise InputError(f"{where}: loss.ref_loss must be one of {', '.join(REF_LOSSES)}, got {loss.ref_loss!r}")
+    if not 0.0 <= loss.alpha <= 1.0:
+        raise InputError(f"{where}: loss.alpha must lie in [0, 1], got {loss.alpha}")
+    h, w = m.image_size
+    for levels, what in ((m.num_levels, "model.num_levels"), (m.ref_levels, "model.ref_levels"),
+                         (m.disc_levels, "model.disc_levels")):
+        step = 2 ** (levels - 1) if what != "model.disc_levels" else 2**levels
+        if levels < 1 or h % step or w % step:
+            raise InputError(f"{where}: image_size {h}x{w} is not divisible by {step}, as {what}={levels} needs")
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    """Plain-Python form of a recipe (tuples as lists), for YAML and checkpoints."""
+
+    def plain(value):
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(recipe))
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)

@@ -1,0 +1,183 @@
+"""The one definition of the OpenPose-18 joint layout, and what is computed from a pose.
+
+Shapes: N batch, K = 18 joints, H x W crop. A pose is a float array [K, 2] of (y, x) pixel
+coordinates in the image's own frame; a missing joint is (-1, -1) in files and NaN nowhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+JOINT_NAMES: tuple[str, ...] = (
+    "nose", "neck", "Rsho", "Relb", "Rwri", "Lsho", "Lelb", "Lwri", "Rhip",
+    "Rkne", "Rank", "Lhip", "Lkne", "Lank", "Reye", "Leye", "Rear", "Lear",
+)
+NUM_JOINTS = len(JOINT_NAMES)
+MISSING = -1
+HEATMAP_SIGMA = 6.0  # Eq. 1 of the paper, the value of Def-GAN.
+
+# The 23 limbs of PG2/Def-GAN's body mask (0-based), torso diagonals included.
+MASK_LIMBS: tuple[tuple[int, int], ...] = (
+    (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12),
+    (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17), (1, 16), (1, 17), (8, 11), (11, 5),
+    (8, 2), (16, 17),
+)
+# The skeleton drawn in previews: OpenPose's 17 bones.
+SKELETON: tuple[tuple[int, int], ...] = (
+    (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12),
+    (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17),
+)
+# Index of each joint's mirror image, for horizontal flips.
+FLIP_PERMUTATION: tuple[int, ...] = (0, 1, 5, 6, 7, 2, 3, 4, 11, 12, 13, 8, 9, 10, 15, 14, 17, 16)
+# OpenPose-18 joint j comes from COCO-17 joint COCO17_INDEX[j]; the neck (-1) is derived.
+COCO17_INDEX: tuple[int, ...] = (0, -1, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3)
+# The paper's filter (Ma et al. / Def-GAN): both shoulders and both hips present.
+DEFAULT_REQUIRED_JOINTS: tuple[str, ...] = ("Rsho", "Lsho", "Rhip", "Lhip")
+# One colour per joint for skeleton drawings (RGB).
+JOINT_COLORS = np.array(
+    [[255, 0, 0], [255, 85, 0], [255, 170, 0], [255, 255, 0], [170, 255, 0], [85, 255, 0],
+     [0, 255, 0], [0, 255, 85], [0, 255, 170], [0, 255, 255], [0, 170, 255], [0, 85, 255],
+     [0, 0, 255], [85, 0, 255], [170, 0, 255], [255, 0, 255], [255, 0, 170], [255, 0, 85]],
+    dtype=np.uint8,
+)
+
+
+def joint_index(name: str) -> int:
+    """Index of a joint by its name (case-insensitive), with a clear error for typos."""
+    lookup = {n.lower(): i for i, n in enumerate(JOINT_NAMES)}
+    if name.lower() not in lookup:
+        raise ValueError(f"unknown joint {name!r}; known: {', '.join(JOINT_NAMES)}")
+    return lookup[name.lower()]
+
+
+def present(poses: np.ndarray) -> np.ndarray:
+    """Boolean mask of present joints; [..., K, 2] -> [..., K]."""
+    return (poses[..., 0] >= 0) & (poses[..., 1] >= 0)
+
+
+def valid_pose_mask(poses: np.ndarray, required: tuple[str, ...] = DEFAULT_REQUIRED_JOINTS,
+                    min_joints: int = 0) -> np.ndarray:
+    """Which poses pass the filter rule: all `required` joints present and >= `min_joints` joints.
+
+    Args:
+        poses: [N, K, 2] (y, x) with -1 for missing joints.
+    Returns:
+        [N] bool.
+    """
+    vis = present(poses)
+    keep = vis.sum(-1) >= min_joints
+    if required:
+        keep &= vis[:, [joint_index(n) for n in required]].all(-1)
+    return keep
+
+
+def coco17_to_openpose18(coco: np.ndarray, score_thr: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """Map COCO-17 keypoints to the OpenPose-18 layout.
+
+    The neck is the midpoint of the shoulders when both pass the threshold, else missing; its
+    score is the smaller of the two shoulder scores.
+
+    Args:
+        coco: [..., 17, 3] rows of (y, x, score).
+        score_thr: joints scoring below it become missing (-1).
+    Returns:
+        poses [..., 18, 2] (y, x) with -1 for missing joints, and scores [..., 18].
+    """
+    coco = np.asarray(coco, dtype=np.float32)
+    if coco.shape[-2:] != (17, 3):
+        raise ValueError(f"expected [..., 17, 3] COCO keypoints, got {coco.shape}")
+    idx = np.array(COCO17_INDEX)
+    out = coco[..., np.where(idx < 0, 0, idx), :].copy()
+    shoulders = coco[..., [5, 6], :]
+    out[..., 1, :2] = shoulders[..., :2].mean(-2)
+    out[..., 1, 2] = shoulders[..., 2].min(-1)
+    scores = out[..., 2]
+    poses = out[..., :2]
+    poses[scores < score_thr] = MISSING
+    return poses, scores
+
+
+def to_heatmaps(poses: torch.Tensor, size: tuple[int, int], sigma: float = HEATMAP_SIGMA) -> torch.Tensor:
+    """Gaussian joint heatmaps of Eq. 1: H_j(p) = exp(-|p - P_j|^2 / (2 sigma^2)).
+
+    Separable: exp(-(dy^2 + dx^2)/2s^2) = exp(-dy^2/2s^2) * exp(-dx^2/2s^2), so it costs one
+    outer product per joint and runs on whatever device `poses` lives on.
+
+    Args:
+        poses: [N, K, 2] (y, x) pixel coordinates, negative for missing joints.
+        size: (H, W) of the maps.
+    Returns:
+        [N, K, H, W] float in [0, 1]; a missing joint gives an all-zero channel.
+    """
+    if poses.ndim != 3 or poses.shape[-1] != 2:
+        raise ValueError(f"expected poses of shape [N, K, 2], got {tuple(poses.shape)}")
+    poses = poses.float()
+    h, w = size
+    ys = torch.arange(h, device=poses.device, dtype=torch.float32)
+    xs = torch.arange(w, device=poses.device, dtype=torch.float32)
+    gy = torch.exp(-((ys - poses[..., 0:1]) ** 2) / (2 * sigma**2))  # [N, K, H]
+    gx = torch.exp(-((xs - poses[..., 1:2]) ** 2) / (2 * sigma**2))  # [N, K, W]
+    vis = ((poses[..., 0] >= 0) & (poses[..., 1] >= 0)).float()  # [N, K]
+    return gy.unsqueeze(-1) * gx.unsqueeze(-2) * vis[..., None, None]
+
+
+def flip_poses(poses: np.ndarray, width: int) -> np.ndarray:
+    """Mirror poses horizontally, swapping left and right joints; [..., K, 2] -> [..., K, 2]."""
+    flipped = poses[..., FLIP_PERMUTATION, :].copy()
+    vis = present(flipped)
+    flipped[..., 1] = np.where(vis, width - 1 - flipped[..., 1], MISSING)
+    return flipped
+
+
+def body_mask(pose: np.ndarray, size: tuple[int, int], radius: int = 4) -> np.ndarray:
+    """Body mask of PG2/Def-GAN for mask-SSIM and mask-IS, from one (target) pose.
+
+    Each limb of MASK_LIMBS with both ends present is a rectangle of half-width `radius`, each
+    present joint a disk of `radius`; then a 5x5 morphological closing.
+
+    Args:
+        pose: [K, 2] (y, x), -1 for missing joints.
+        size: (H, W).
+    Returns:
+        [H, W] bool.
+    """
+    from skimage.draw import disk, polygon
+    from skimage.morphology import dilation, erosion
+
+    pose = np.asarray(pose, dtype=np.float64)
+    vis = present(pose)
+    mask = np.zeros(size, dtype=bool)
+    for a, b in MASK_LIMBS:
+        if not (vis[a] and vis[b]):
+            continue
+        d = pose[a] - pose[b]
+        length = np.hypot(*d)
+        if length == 0:
+            continue
+        normal = radius * np.array([-d[1], d[0]]) / length
+        corners = np.stack([pose[a] + normal, pose[a] - normal, pose[b] - normal, pose[b] + normal])
+        mask[polygon(corners[:, 0], corners[:, 1], shape=size)] = True
+    for y, x in pose[vis]:
+        mask[disk((y, x), radius, shape=size)] = True
+    square = np.ones((5, 5), dtype=bool)
+    return erosion(dilation(mask, square), square)
+
+
+def draw_skeleton(pose: np.ndarray, size: tuple[int, int], radius: int = 2) -> np.ndarray:
+    """An RGB drawing of a pose on black, for previews and sample grids; returns [H, W, 3] uint8."""
+    from skimage.draw import disk, line_aa
+
+    pose = np.asarray(pose, dtype=np.float64)
+    vis = present(pose)
+    canvas = np.zeros((*size, 3), dtype=np.uint8)
+    for a, b in SKELETON:
+        if not (vis[a] and vis[b]):
+            continue
+        rr, cc, val = line_aa(*np.round(pose[a]).astype(int), *np.round(pose[b]).astype(int))
+        inside = (rr >= 0) & (rr < size[0]) & (cc >= 0) & (cc < size[1])
+        colour = (JOINT_COLORS[a].astype(np.float32) + JOINT_COLORS[b]) / 2
+        canvas[rr[inside], cc[inside]] = (val[inside, None] * colour).astype(np.uint8)
+    for j in np.flatnonzero(vis):
+        canvas[disk(tuple(pose[j]), radius, shape=size)] = JOINT_COLORS[j]
+    return canvas

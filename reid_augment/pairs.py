@@ -1,0 +1,235 @@
+"""Stage 2: filter pose-less images and build (source, target) pairs of the same identity.
+
+The construction is Def-GAN's, so that published test pairs are reproduced row for row: persons in
+order of first appearance, each person's images in file order, every ordered pair of two different
+images, then a seeded pandas sample of the test pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import PairConfig
+from .errors import InputError
+from .fileio import atomic_open, atomic_write_text
+from .images import ImageSet, camera_id_of, check_images, is_distractor, person_id_of, scan_images
+from .keypoints import valid_pose_mask
+from .poses import PoseTable, read_poses, write_poses
+
+PAIR_COLUMNS = ["from", "to", "pid"]
+
+
+def ordered_pairs(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All ordered pairs (i, j), i != j, of rows in the same group, without a Python loop.
+
+    Groups come in order of first appearance and rows keep their order inside a group, so for
+    groups [a, b, a] the pairs are (0, 2), (2, 0).
+
+    Returns:
+        Two int arrays of row indices, `src` and `tgt`.
+    """
+    codes, _ = pd.factorize(np.asarray(groups, dtype=object))
+    order = np.argsort(codes, kind="stable")
+    sizes = np.bincount(codes)
+    starts = np.cumsum(sizes) - sizes
+    group = codes[order]
+    position = np.arange(len(order)) - starts[group]
+    fanout = sizes[group] - 1
+    src_sorted = np.repeat(np.arange(len(order)), fanout)
+    k = np.arange(len(src_sorted)) - np.repeat(np.cumsum(fanout) - fanout, fanout)
+    tgt_pos = k + (k >= position[src_sorted])
+    tgt_sorted = starts[group[src_sorted]] + tgt_pos
+    return order[src_sorted], order[tgt_sorted]
+
+
+def _cap_per_group(groups: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    """Boolean mask keeping a seeded random `cap` rows of each group, rows staying in order."""
+    codes, _ = pd.factorize(groups)
+    keys = np.random.default_rng(seed).random(len(codes))
+    order = np.lexsort((keys, codes))
+    sizes = np.bincount(codes)
+    rank = np.empty(len(codes), dtype=np.int64)
+    rank[order] = np.arange(len(codes)) - (np.cumsum(sizes) - sizes)[codes[order]]
+    return rank < cap
+
+
+def make_pairs(names: np.ndarray, person_ids: np.ndarray, camera_ids: np.ndarray, cfg: PairConfig) -> pd.DataFrame:
+    """Ordered same-identity pairs of `names` under `cfg` (cross-camera rule, per-identity cap)."""
+    src, tgt = ordered_pairs(person_ids)
+    if cfg.cross_camera:
+        keep = camera_ids[src] != camera_ids[tgt]
+        src, tgt = src[keep], tgt[keep]
+    if cfg.max_pairs_per_id:
+        keep = _cap_per_group(person_ids[src], cfg.max_pairs_per_id, cfg.seed)
+        src, tgt = src[keep], tgt[keep]
+    return pd.DataFrame({"from": names[src], "to": names[tgt], "pid": person_ids[src]}, columns=PAIR_COLUMNS)
+
+
+@dataclass
+class PairSet:
+    """Train and test pairs, the poses they index, and the counts for the summary."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    poses: PoseTable
+    test_poses: PoseTable | None
+    stats: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _person_ids(names: np.ndarray) -> np.ndarray:
+    return np.array([person_id_of(n) for n in names], dtype=object)
+
+
+def _camera_ids(names: np.ndarray) -> np.ndarray:
+    return np.array([camera_id_of(n) for n in names], dtype=np.int64)
+
+
+def build_pairs(poses: PoseTable, cfg: PairConfig, images: ImageSet | None = None,
+                test_poses: PoseTable | None = None) -> PairSet:
+    """Filter poses by the rule of `cfg` and build train and test pairs.
+
+    Args:
+        poses: poses of the training images (names are the pair-file keys).
+        cfg: filter rule, test split and sampling settings.
+        images: the usable images; pose rows naming other images are reported and dropped, images
+            without a pose row are counted.
+        test_poses: a separate annotation file of the test split (Market-1501 protocol); its
+            identities are removed from training. Without it, `cfg.test_ids` identities are held out.
+    """
+    warnings: list[str] = []
+    stats: dict[str, int] = {}
+    names = poses.names
+    if images is not None:
+        known = set(images.images["name"])
+        unknown = ~np.isin(names, list(known))
+        for name, line in list(zip(names[unknown], poses.lines[unknown]))[:5]:
+            warnings.append(f"line {line}: {name}: no such image in the folder; row ignored")
+        if unknown.sum() > 5:
+            warnings.append(f"... and {unknown.sum() - 5} more pose rows naming unknown images")
+        stats["pose_rows_unknown_image"] = int(unknown.sum())
+        stats["images_without_pose_row"] = int(len(known - set(names)))
+        poses = poses.subset(~unknown)
+    pids = _person_ids(poses.names)
+    distractor = np.array([is_distractor(p) for p in pids], dtype=bool)
+    valid = valid_pose_mask(poses.coords, cfg.require_joints, cfg.min_joints)
+    stats["distractors"] = int(distractor.sum())
+    stats["pose_less"] = int((~valid & ~distractor).sum())
+    kept = poses.subset(valid & ~distractor)
+    kept_pids = pids[valid & ~distractor]
+
+    # Choose the test identities.
+    if test_poses is not None:
+        test_pids = _person_ids(test_poses.names)
+        test_keep = valid_pose_mask(test_poses.coords, cfg.require_joints, cfg.min_joints)
+        test_keep &= ~np.array([is_distractor(p) for p in test_pids], dtype=bool)
+        test = test_poses.subset(test_keep)
+        test_ids = set(test_pids[test_keep])
+    else:
+        unique = pd.unique(kept_pids)
+        if cfg.test_ids >= len(unique) and cfg.test_ids > 0:
+            raise InputError(f"--test-ids {cfg.test_ids}: only {len(unique)} identities have a usable pose")
+        rng = np.random.default_rng(cfg.seed)
+        test_ids = set(rng.choice(unique, size=cfg.test_ids, replace=False)) if cfg.test_ids else set()
+        test = kept.subset(np.isin(kept_pids, list(test_ids)))
+    in_test = np.isin(kept_pids, list(test_ids))
+    if test_poses is not None and in_test.any():
+        warnings.append(f"{len(set(kept_pids[in_test]))} identities of the test poses are also in the training "
+                        f"images; their {int(in_test.sum())} training images are left out")
+    train = kept.subset(~in_test)
+    train_pids = kept_pids[~in_test]
+
+    train_pairs = make_pairs(train.names, train_pids, _camera_ids(train.names), cfg)
+    all_test = make_pairs(test.names, _person_ids(test.names), _camera_ids(test.names), cfg)
+    test_pairs = all_test.sample(n=min(cfg.num_test_pairs, len(all_test)), random_state=cfg.seed)
+    counts = pd.Series(train_pids).value_counts()
+    stats.update(
+        pose_rows=len(poses),
+        kept=len(kept),
+        train_images=len(train),
+        train_identities=int(len(counts)),
+        single_image_identities=int((counts == 1).sum()),
+        train_pairs=len(train_pairs),
+        test_images=len(test),
+        test_identities=len(test_ids),
+        test_pairs=len(test_pairs),
+    )
+    return PairSet(train_pairs, test_pairs.reset_index(drop=True), poses, test_poses, stats, warnings)
+
+
+def write_pair_file(path: str | os.PathLike, pairs: pd.DataFrame) -> None:
+    """Write a pairs CSV (`from,to` first, as the field reads it), atomically."""
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+        pairs.to_csv(f, index=False, lineterminator="\n")
+
+
+def read_pair_file(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a pairs CSV with at least the columns `from` and `to`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such pairs file (run `reid-augment build-pairs` first)")
+    try:
+        pairs = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not a pairs CSV ({err})") from None
+    if not {"from", "to"} <= set(pairs.columns):
+        raise InputError(f"{path}: a pairs CSV needs the columns 'from' and 'to', found {list(pairs.columns)}")
+    return pairs
+
+
+def save_pair_set(workdir: str | os.PathLike, pair_set: PairSet, cfg: PairConfig) -> None:
+    """Leave everything the later stages need in `workdir`."""
+    workdir = Path(workdir)
+    write_poses(workdir / "poses.csv", pair_set.poses)
+    if pair_set.test_poses is not None:
+        write_poses(workdir / "poses-test.csv", pair_set.test_poses)
+    write_pair_file(workdir / "pairs-train.csv", pair_set.train)
+    write_pair_file(workdir / "pairs-test.csv", pair_set.test)
+    record = {"config": asdict(cfg), "stats": pair_set.stats}
+    atomic_write_text(workdir / "pairs.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def run_build_pairs(images_root: str | os.PathLike, workdir: str | os.PathLike, cfg: PairConfig,
+                    poses_path: str | os.PathLike | None = None,
+                    test_poses_path: str | os.PathLike | None = None, n_jobs: int = 4) -> PairSet:
+    """The `build-pairs` stage: check the images, read (or estimate) poses, pair, write `workdir`.
+
+    Without `poses_path`, poses are estimated with the default backend and written to
+    `workdir/poses.csv` first.
+    """
+    image_set = check_images(scan_images(images_root), n_jobs=n_jobs)
+    train_images = ImageSet(image_set.images[image_set.images["split"] == "train"], image_set.skipped,
+                            image_set.distractors)
+    if poses_path is None:
+        from .estimate import estimate_poses
+
+        poses_path = Path(workdir) / "poses.csv"
+        estimate_poses(images_root, poses_path)
+    poses = read_poses(poses_path)
+    test_poses = read_poses(test_poses_path) if test_poses_path is not None else None
+    pair_set = build_pairs(poses, cfg, train_images, test_poses)
+    pair_set.stats.update(images_found=len(image_set.images) + len(image_set.skipped),
+                          images_unreadable=len(image_set.skipped), distractor_images=image_set.distractors)
+    pair_set.warnings[:0] = [f"{name}: {reason}; skipped" for name, reason in image_set.skipped]
+    save_pair_set(workdir, pair_set, cfg)
+    return pair_set
+
+
+def summarize(pair_set: PairSet, workdir: str | os.PathLike) -> str:
+    """One paragraph for the end of `build-pairs`."""
+    s = pair_set.stats
+    return (
+        f"Read {s['images_found']} images ({s['images_unreadable']} unreadable, {s['distractor_images']} distractors "
+        f"excluded) and {s['pose_rows']} pose rows ({s['pose_rows_unknown_image']} for unknown images). Kept "
+        f"{s['kept']} images: {s['pose_less']} dropped as pose-less, {s['images_without_pose_row']} had no pose row. "
+        f"Training: {s['train_images']} images of {s['train_identities']} identities "
+        f"({s['single_image_identities']} with a single image, so no pair), {s['train_pairs']} pairs. "
+        f"Test: {s['test_images']} images of {s['test_identities']} identities, {s['test_pairs']} pairs. "
+        f"Wrote poses.csv, pairs-train.csv, pairs-test.csv and pairs.json to {workdir}."
+    )

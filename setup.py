@@ -1,0 +1,32 @@
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+version = re.search(r'__version__ = "([^"]+)"', Path("reid_augment/__init__.py").read_text()).group(1)
+
+setup(
+    name="reid-augment",
+    version=version,
+    description="Enlarge person re-ID training sets with pose-guided image generation (VDG).",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["reid_augment", "reid_augment.recipes"],
+    package_dir={"reid_augment.recipes": "recipes"},
+    package_data={"reid_augment": ["sample/*/*", "sample/*.md"], "reid_augment.recipes": ["*.yaml"]},
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "numpy>=1.24",
+        "pandas>=2.0",
+        "pillow>=10",
+        "click>=8.1",
+        "joblib>=1.3",
+        "tqdm>=4.65",
+        "pyyaml>=6",
+        "scikit-image>=0.22",  # The field's SSIM protocol and body-mask rasterisation.
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["reid-augment=reid_augment.cli:main"]},
+)

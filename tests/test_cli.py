@@ -1,0 +1,60 @@
+import shutil
+
+from click.testing import CliRunner
+
+from reid_augment.cli import cli
+from reid_augment.poses import HEADER
+
+
+def _run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_build_pairs_writes_workdir_and_is_deterministic(cuhk_copy, cuhk_dir, tmp_path):
+    (cuhk_copy / "0001_c1s1_999999_00.jpg").write_bytes(b"garbage")
+    outs = []
+    for name in ("w1", "w2"):
+        result = _run("build-pairs", cuhk_copy, "--poses", cuhk_dir / "annotations.csv", "--test-ids", 2,
+                      "-o", tmp_path / name)
+        assert result.exit_code == 0, result.output
+        outs.append(tmp_path / name)
+    assert "1 unreadable" in result.output and "0001_c1s1_999999_00.jpg" in result.output
+    assert "Training:" in result.output and "pairs" in result.output
+    for f in ("poses.csv", "pairs-train.csv", "pairs-test.csv", "pairs.json"):
+        assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
+    assert (outs[0] / "pairs-train.csv").read_text().startswith("from,to,pid\n")
+
+
+def test_build_pairs_reports_unknown_images_by_line(cuhk_copy, cuhk_dir, tmp_path):
+    for p in sorted(cuhk_copy.glob("0012_*"))[:2]:
+        p.unlink()
+    result = _run("build-pairs", cuhk_copy, "--poses", cuhk_dir / "annotations.csv", "-o", tmp_path / "w")
+    assert result.exit_code == 0, result.output
+    assert "no such image in the folder" in result.output and "line " in result.output
+
+
+def test_bad_input_gives_one_line_errors(tmp_path, cuhk_copy):
+    result = _run("build-pairs", tmp_path / "missing", "--poses", tmp_path / "p.csv")
+    assert result.exit_code == 1 and "no such folder" in result.output
+    assert "Traceback" not in result.output
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(HEADER + "\n0001_c1s1_000000_00.jpg: [1, 2]: [3]\n")
+    result = _run("build-pairs", cuhk_copy, "--poses", bad, "-o", tmp_path / "w")
+    assert result.exit_code == 1 and "bad.csv" in result.output and "line 2" in result.output
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _run("build-pairs", empty, "--poses", bad, "-o", tmp_path / "w")
+    assert result.exit_code == 1 and "no image files" in result.output
+
+    result = _run("build-pairs", cuhk_copy, "--require-joints", "Rsho,Tail")
+    assert result.exit_code == 2 and "unknown joint 'Tail'" in result.output
+
+
+def test_no_usable_image_is_an_error(tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "0001_c1s1_000000_00.jpg").write_bytes(b"")
+    result = _run("build-pairs", folder, "--poses", tmp_path / "p.csv", "-o", tmp_path / "w")
+    assert result.exit_code == 1 and "no usable image" in result.output
