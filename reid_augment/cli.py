@@ -5,18 +5,18 @@ from __future__ import annotations
 import click
 
 from . import __version__
-from .errors import InputError
+from .errors import ReidAugmentError
 
 DEFAULT_WORKDIR = "reid-augment-work"
 
 
 class _Group(click.Group):
-    """Turns user mistakes (InputError) into a one-line `Error: ...` and exit code 1."""
+    """Turns user mistakes (ReidAugmentError) into a one-line `Error: ...` and exit code 1."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except InputError as err:
+        except ReidAugmentError as err:
             raise click.ClickException(str(err)) from None
 
 
@@ -82,6 +82,53 @@ def build_pairs_cmd(images, poses, workdir, test_poses, test_ids, num_test_pairs
     for warning in pair_set.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(summarize(pair_set, workdir))
+
+
+@cli.command("train")
+@click.argument("images", type=click.Path(), metavar="IMAGES")
+@click.option("-w", "--workdir", default=DEFAULT_WORKDIR, show_default=True, type=click.Path(file_okay=False),
+              metavar="WORKDIR", help="Work dir of build-pairs (pairs-train.csv, poses.csv).")
+@click.option("--recipe", default="market1501", show_default=True, metavar="NAME_OR_YAML",
+              help="A recipe name (market1501, deepfashion, tiny) or a YAML file.")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override a recipe value, e.g. --set train.batch_size=8 (repeatable).")
+@click.option("-o", "--run-dir", type=click.Path(file_okay=False), metavar="RUN_DIR",
+              help="Run dir (default: WORKDIR/runs/<recipe name>).")
+@click.option("--stage", type=click.Choice(["rec", "ref", "all"]), default="all", show_default=True)
+@click.option("--pairs", type=click.Path(), metavar="FILE", help="Pairs CSV (default: WORKDIR/pairs-train.csv).")
+@click.option("--poses", type=click.Path(), metavar="FILE", help="Pose CSV (default: WORKDIR/poses.csv).")
+@click.option("--resume", is_flag=True, help="Insist on continuing from RUN_DIR/checkpoints/latest.pt.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved recipe and exit.")
+def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, resume, device, dry_run) -> None:
+    """Train VDG on the pairs of WORKDIR: reconstruction stage, then refinement stage.
+
+    Rerunning into the same run dir continues where it stopped. On several GPUs, launch with
+    torchrun: `torchrun --nproc_per_node 4 -m reid_augment.cli train ...`.
+
+    \b
+    Examples:
+      reid-augment train Market-1501/ -w work/ --recipe market1501
+      reid-augment train reid_augment/sample/cuhk03 -w work/ --recipe tiny --device cpu
+    """
+    from pathlib import Path
+
+    from .config import dump_recipe, load_recipe
+    from .train import resolve_device, train
+
+    resolved = load_recipe(recipe, overrides)
+    if dry_run:
+        click.echo(dump_recipe(resolved), nl=False)
+        return
+    workdir = Path(workdir)
+    run_dir = Path(run_dir) if run_dir else workdir / "runs" / resolved.name
+    if resolve_device(device).type == "cpu" and resolved.train.rec_steps + resolved.train.ref_steps > 2000:
+        click.echo("note: no GPU in use; the paper-scale recipes take days on a CPU (use --recipe tiny to try "
+                   "the pipeline, or a CUDA machine)", err=True)
+    checkpoint = train(images, resolved, run_dir, pairs or workdir / "pairs-train.csv",
+                       poses or workdir / "poses.csv", stage=stage, device=device, resume=resume)
+    click.echo(f"Trained '{resolved.name}' ({stage} stage{'s' if stage == 'all' else ''}) into {run_dir}: "
+               f"losses in stats.jsonl, sample grids in samples/, checkpoint {checkpoint}.")
 
 
 def main() -> None:

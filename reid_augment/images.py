@@ -122,7 +122,7 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
             img.load()
             if img.width == 0 or img.height == 0:
                 raise InputError(f"{path}: image has no pixels")
-            return np.asarray(img.convert("RGB"))
+            return np.array(img.convert("RGB"))
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:

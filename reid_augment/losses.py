@@ -1,0 +1,95 @@
+"""Losses of both stages: L1 (Eq. 2), masked L1 and mask-SSIM (Eq. 7), Eq. 8, and the GAN terms (Eq. 5, 6).
+
+Shapes: N batch, H x W crop. Images in [-1, 1]; masks {0, 1} of shape [N, 1, H, W].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .config import LossConfig
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5, device=None) -> torch.Tensor:
+    """Normalised 1-D Gaussian taps, as scipy's gaussian_filter uses them (truncate = radius / sigma)."""
+    x = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float | torch.Tensor = 2.0, window: int = 11,
+         sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+    """Mean SSIM per image, differentiable and batched.
+
+    Matches `skimage.metrics.structural_similarity(gaussian_weights=True, sigma=sigma,
+    use_sample_covariance=False, channel_axis=-1, data_range=...)`: a separable Gaussian filter, the
+    statistics kept only where the whole window lies inside the image (skimage crops the border),
+    the mean over pixels and channels.
+
+    Args:
+        x, y: [N, C, H, W].
+        data_range: a number, or [N] per image.
+    Returns:
+        [N] SSIM values.
+    """
+    if x.shape != y.shape or x.ndim != 4:
+        raise ValueError(f"ssim needs two [N, C, H, W] tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
+    n, c = x.shape[:2]
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x, y = x.to(dtype), y.to(dtype)
+    g = gaussian_window(window, sigma, x.device).to(dtype)
+    gy = g.view(1, 1, -1, 1).expand(5 * c, 1, -1, 1)
+    gx = g.view(1, 1, 1, -1).expand(5 * c, 1, 1, -1)
+    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)
+    filtered = F.conv2d(F.conv2d(stack, gy, groups=5 * c), gx, groups=5 * c)
+    mu_x, mu_y, xx, yy, xy = filtered.split(c, dim=1)
+    var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
+    r = torch.as_tensor(data_range, dtype=dtype, device=x.device).reshape(-1, 1, 1, 1)
+    c1, c2 = (k1 * r) ** 2, (k2 * r) ** 2
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return s.mean(dim=(1, 2, 3)).reshape(n)
+
+
+def l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Eq. 2: mean absolute error."""
+    return (pred - target).abs().mean()
+
+
+def mask_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Eq. 7, first case: |pred - target| weighted by (1 + M_b): body pixels count twice."""
+    return ((pred - target).abs() * (1 + mask)).mean()
+
+
+def mask_ssim_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                   window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Eq. 7, second case: 1 - SSIM(pred * (1 + M_b), target * (1 + M_b)).
+
+    Images are moved to [0, 1] and the weight (1 + M_b) / 2 keeps them there, so body pixels are
+    kept and background pixels halved, with data_range 1.
+    """
+    weight = (1 + mask) / 2
+    return 1 - ssim((pred + 1) / 2 * weight, (target + 1) / 2 * weight, 1.0, window, sigma).mean()
+
+
+def image_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
+    """L_img of the refinement stage, one of the paper's four variants (`cfg.ref_loss`)."""
+    if cfg.ref_loss == "l1":
+        return l1(pred, target)
+    if cfg.ref_loss == "mask_l1":
+        return mask_l1(pred, target, mask)
+    structural = mask_ssim_loss(pred, target, mask, cfg.ssim_window, cfg.ssim_sigma)
+    if cfg.ref_loss == "mask_ssim":
+        return structural
+    return cfg.alpha * structural + (1 - cfg.alpha) * mask_l1(pred, target, mask)  # Eq. 8.
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Eq. 5 as a minimisation: -log D(I_a, I_b) - log(1 - D(I_a, fake))."""
+    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+
+
+def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The adversarial term of Eq. 6 in its non-saturating form, -log D(I_a, fake)."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))

@@ -1,0 +1,169 @@
+"""VDG: the two-stage View-Disentangled Generator and its conditional discriminator.
+
+Paper names: G_rec = VDG.rec (PG2's G1), G_ref = VDG.ref (G2), D = Discriminator.
+
+Shapes: N batch, K = 18 joints, H x W crop. Images in [-1, 1]; pose heatmaps in [0, 1]. No I/O here.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 conv-ReLU with an identity shortcut (PG2); [N, C, H, W] -> [N, C, H, W]."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class Encoder(nn.Module):
+    """A stem conv, then one residual block per level with a stride-2 conv between levels.
+
+    [N, C_in, H, W] -> one feature map per level, level i: [N, widths[i], H / 2^i, W / 2^i].
+    """
+
+    def __init__(self, in_channels: int, widths: list[int]):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, padding=1), nn.ReLU(inplace=True))
+        self.blocks = nn.ModuleList(ResBlock(w) for w in widths)
+        self.downs = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(a, b, 3, stride=2, padding=1), nn.ReLU(inplace=True))
+            for a, b in zip(widths[:-1], widths[1:])
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        features = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            features.append(x)
+            if i < len(self.downs):
+                x = self.downs[i](x)
+        return features
+
+
+class Decoder(nn.Module):
+    """U-Net decoder: at each level, concatenate the skip, a residual block, then upsample and 1x1 conv.
+
+    [N, bottom_channels, h, w] plus the skips of `Encoder` -> [N, out_channels, H, W].
+    """
+
+    def __init__(self, widths: list[int], bottom_channels: int, out_channels: int = 3):
+        super().__init__()
+        self.blocks = nn.ModuleList()
+        self.ups = nn.ModuleList()
+        channels = bottom_channels
+        for level in reversed(range(len(widths))):
+            joined = channels + widths[level]
+            self.blocks.append(ResBlock(joined))
+            if level > 0:
+                self.ups.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                              nn.Conv2d(joined, widths[level - 1], 1), nn.ReLU(inplace=True)))
+                channels = widths[level - 1]
+        self.out = nn.Conv2d(joined, out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        for i, block in enumerate(self.blocks):
+            x = block(torch.cat([x, skips[-1 - i]], dim=1))
+            if i < len(self.ups):
+                x = self.ups[i](x)
+        return self.out(x)
+
+
+class DisentangledGenerator(nn.Module):
+    """Image branch and pose branch encoded apart, joined at the bottleneck, decoded with image skips.
+
+    With `z_dim`, each branch is squeezed through a fully connected layer (PG2's G1 bottleneck) and
+    f = e_a (+) b_b is mapped back to a [widths[0], h, w] map; without it, the two bottom maps are
+    concatenated (the refinement stage keeps the spatial detail).
+
+    [N, C_img, H, W], [N, C_pose, H, W] -> [N, 3, H, W].
+    """
+
+    def __init__(self, image_channels: int, pose_channels: int, widths: list[int],
+                 image_size: tuple[int, int], z_dim: int | None):
+        super().__init__()
+        self.image_encoder = Encoder(image_channels, widths)
+        self.pose_encoder = Encoder(pose_channels, widths)
+        scale = 2 ** (len(widths) - 1)
+        self.bottom_size = (image_size[0] // scale, image_size[1] // scale)
+        bottom_area = self.bottom_size[0] * self.bottom_size[1]
+        self.z_dim = z_dim
+        if z_dim:
+            self.image_fc = nn.Linear(widths[-1] * bottom_area, z_dim)
+            self.pose_fc = nn.Linear(widths[-1] * bottom_area, z_dim)
+            self.joint_fc = nn.Linear(2 * z_dim, widths[0] * bottom_area)
+            bottom_channels = widths[0]
+        else:
+            bottom_channels = 2 * widths[-1]
+        self.decoder = Decoder(widths, bottom_channels)
+
+    def forward(self, image_input: torch.Tensor, pose_input: torch.Tensor) -> torch.Tensor:
+        skips = self.image_encoder(image_input)
+        e_a, b_b = skips[-1], self.pose_encoder(pose_input)[-1]
+        if self.z_dim:
+            f = torch.cat([self.image_fc(e_a.flatten(1)), self.pose_fc(b_b.flatten(1))], dim=1)
+            x = self.joint_fc(f).view(e_a.shape[0], -1, *self.bottom_size)
+        else:
+            x = torch.cat([e_a, b_b], dim=1)
+        return self.decoder(x, skips)
+
+
+class Discriminator(nn.Module):
+    """DCGAN-style conditional discriminator D(I_a, I): [N, 3, H, W] x 2 -> [N] logits."""
+
+    def __init__(self, channels: int, levels: int, image_size: tuple[int, int]):
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_ch = 6
+        for i in range(levels):
+            out_ch = channels * 2 ** min(i, 3)
+            layers.append(nn.Conv2d(in_ch, out_ch, 4, stride=2, padding=1))
+            if i > 0:
+                layers.append(nn.BatchNorm2d(out_ch))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            in_ch = out_ch
+        self.features = nn.Sequential(*layers)
+        area = (image_size[0] >> levels) * (image_size[1] >> levels)
+        self.head = nn.Linear(in_ch * area, 1)
+
+    def forward(self, src_img: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(torch.cat([src_img, img], dim=1)).flatten(1)).squeeze(1)
+
+
+def coarse_image(rec: nn.Module, src_img: torch.Tensor, src_maps: torch.Tensor, tgt_maps: torch.Tensor) -> torch.Tensor:
+    """G_rec(I_a, H_a, H_b): [N, 3, H, W], [N, K, H, W] x 2 -> [N, 3, H, W]. `rec` may be DDP-wrapped."""
+    return rec(torch.cat([src_img, src_maps], dim=1), tgt_maps)
+
+
+def refined_image(ref: nn.Module, src_img: torch.Tensor, coarse: torch.Tensor, tgt_maps: torch.Tensor) -> torch.Tensor:
+    """I_b = coarse + G_ref(I_a, coarse, H_b) (Eq. 4). `ref` may be DDP-wrapped."""
+    return coarse + ref(torch.cat([src_img, coarse], dim=1), tgt_maps)
+
+
+class VDG(nn.Module):
+    """Reconstruction stage G_rec (coarse image) and refinement stage G_ref (a residual, Eq. 4)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        k = cfg.num_joints
+        self.rec = DisentangledGenerator(3 + k, k, [cfg.base_channels * (i + 1) for i in range(cfg.num_levels)],
+                                         cfg.image_size, cfg.z_dim)
+        self.ref = DisentangledGenerator(3 + 3, k, [cfg.ref_channels] * cfg.ref_levels, cfg.image_size, None)
+
+    def forward(self, src_img: torch.Tensor, src_maps: torch.Tensor,
+                tgt_maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (coarse, refined), both [N, 3, H, W]."""
+        coarse = coarse_image(self.rec, src_img, src_maps, tgt_maps)
+        return coarse, refined_image(self.ref, src_img, coarse, tgt_maps)

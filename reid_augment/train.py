@@ -1,0 +1,278 @@
+"""Stage 3: train VDG, reconstruction stage (L1) then refinement stage (GAN + L_img), resumable.
+
+Run dir: recipe.yaml (resolved), stats.jsonl (losses), samples/step-XXXXXXX.png, checkpoints/latest.pt and a
+snapshot checkpoints/step-XXXXXXX.pt at the end of each stage. Multi-GPU: launch with torchrun (DDP);
+rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, default_collate
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, model_config_of, rng_state, save_checkpoint, set_rng_state
+from .config import Recipe, dump_recipe, recipe_to_dict
+from .data import PairDataset, StepSampler, resolve_pairs, to_uint8
+from .errors import InputError, TrainingError
+from .fileio import atomic_open, atomic_write_text
+from .images import scan_images
+from .keypoints import draw_skeleton, to_heatmaps
+from .losses import discriminator_loss, generator_adversarial_loss, image_loss, l1
+from .networks import VDG, Discriminator, coarse_image, refined_image
+from .pairs import read_pair_file
+from .poses import read_poses
+
+STAGES = ("rec", "ref", "all")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' picks CUDA when present; under torchrun each process takes its LOCAL_RANK GPU."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: CUDA is not available on this machine")
+        if dev.index is None:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return dev
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(dev: torch.device) -> _Dist:
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
+        return _Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return _Dist(dist.get_rank(), dist.get_world_size())
+
+
+def _wrap(module: torch.nn.Module, dev: torch.device, ctx: _Dist) -> torch.nn.Module:
+    if ctx.world == 1:
+        return module
+    return DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+
+def _sample_grid(model: VDG, batch: dict, size: tuple[int, int]) -> np.ndarray:
+    """Rows of: source | target pose skeleton | coarse | refined | target; [rows * H, 5 * W, 3] uint8."""
+    with torch.no_grad():
+        coarse, refined = model(batch["src_img"], batch["src_maps"], batch["tgt_maps"])
+    skeletons = np.stack([draw_skeleton(p, size) for p in batch["tgt_pose"].cpu().numpy()])
+    columns = [to_uint8(batch["src_img"]), skeletons, to_uint8(coarse), to_uint8(refined), to_uint8(batch["tgt_img"])]
+    return np.concatenate([np.concatenate(row, axis=1) for row in zip(*columns)], axis=0)
+
+
+def _to_device(batch: dict, dev: torch.device, size: tuple[int, int], channels_last: bool) -> dict:
+    """Move a batch to the device and draw its heatmaps there, batched."""
+    out = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+    out["src_maps"] = to_heatmaps(out["src_pose"], size)
+    out["tgt_maps"] = to_heatmaps(out["tgt_pose"], size)
+    if channels_last:
+        for key in ("src_img", "tgt_img", "src_maps", "tgt_maps", "tgt_mask"):
+            out[key] = out[key].contiguous(memory_format=torch.channels_last)
+    return out
+
+
+def _truncate_stats(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from, so the log matches the weights."""
+    if path.is_file():
+        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        atomic_write_text(path, "".join(ln + "\n" for ln in lines))
+
+
+def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
+          pairs: str | os.PathLike, poses: str | os.PathLike, stage: str = "all", device: str = "auto",
+          resume: bool = False, progress: bool = True) -> Path:
+    """Train VDG on the pairs of `pairs` and return the path of the last checkpoint.
+
+    Rerunning into the same `run_dir` continues from `checkpoints/latest.pt` exactly where it stopped
+    (same batches, same RNG state); `resume=True` insists that such a checkpoint exists.
+
+    Args:
+        images: the image folder the pair and pose files name.
+        recipe: model, loss and loop settings (the model config of a resumed checkpoint wins).
+        stage: 'rec' (reconstruction only), 'ref' (refinement, needs a finished 'rec'), or 'all'.
+    """
+    if stage not in STAGES:
+        raise InputError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
+    run_dir = Path(run_dir)
+    latest = run_dir / "checkpoints" / "latest.pt"
+    if resume and not latest.is_file():
+        raise InputError(f"{latest}: nothing to resume from")
+    dev = resolve_device(device)
+    ctx = _init_distributed(dev)
+    tc = recipe.train
+
+    # Data: every pair's images and poses must exist before the first step.
+    pair_table = read_pair_file(pairs)
+    if pair_table.empty:
+        raise InputError(f"{pairs}: no pairs to train on")
+    pose_table = read_poses(poses)
+    found = scan_images(images).images
+    paths = dict(zip(found["name"], found["path"]))
+    resolve_pairs(pair_table, pose_table, paths, str(pairs))
+
+    # Models and optimisers; a resumed checkpoint fixes the architecture.
+    state = load_checkpoint(latest) if latest.is_file() else None
+    model_cfg = model_config_of(state) if state else recipe.model
+    recipe = replace(recipe, model=model_cfg)
+    torch.manual_seed(tc.seed)
+    model = VDG(model_cfg).to(dev)
+    disc = Discriminator(model_cfg.disc_channels, model_cfg.disc_levels, model_cfg.image_size).to(dev)
+    cuda = dev.type == "cuda"
+    channels_last = cuda and tc.channels_last
+    if channels_last:
+        model, disc = model.to(memory_format=torch.channels_last), disc.to(memory_format=torch.channels_last)
+    betas = (tc.beta1, tc.beta2)
+    opt_rec = torch.optim.Adam(model.rec.parameters(), tc.lr, betas=betas)
+    opt_ref = torch.optim.Adam(model.ref.parameters(), tc.lr, betas=betas)
+    opt_disc = torch.optim.Adam(disc.parameters(), tc.lr, betas=betas)
+    step = 0
+    if state:
+        model.rec.load_state_dict(state["rec"])
+        model.ref.load_state_dict(state["ref"])
+        disc.load_state_dict(state["disc"])
+        opt_rec.load_state_dict(state["opt_rec"])
+        opt_ref.load_state_dict(state["opt_ref"])
+        opt_disc.load_state_dict(state["opt_disc"])
+        set_rng_state(state["rng"])
+        step = state["step"]
+    end = tc.rec_steps if stage == "rec" else tc.rec_steps + tc.ref_steps
+    if stage == "ref" and step < tc.rec_steps:
+        raise InputError(f"--stage ref needs a finished reconstruction stage ({tc.rec_steps} steps); "
+                         f"{run_dir} is at step {step}: run --stage rec first")
+    if step >= end:
+        return latest
+
+    # Run dir.
+    stats_path = run_dir / "stats.jsonl"
+    if ctx.main:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run_dir / "samples").mkdir(exist_ok=True)
+        atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
+        _truncate_stats(stats_path, step)
+
+    dataset = PairDataset(pair_table, pose_table, paths, model_cfg.image_size)
+    sampler = StepSampler(len(dataset), tc.batch_size, tc.seed, tc.flip, step, ctx.rank, ctx.world)
+    loader = DataLoader(dataset, tc.batch_size, sampler=sampler, num_workers=tc.num_workers, pin_memory=cuda,
+                        drop_last=True, persistent_workers=tc.num_workers > 0)
+    fixed = [dataset[(i, False)] for i in range(min(4, len(dataset)))]
+    fixed = _to_device(default_collate(fixed), dev, model_cfg.image_size, channels_last)
+    use_bf16 = cuda and tc.amp and torch.cuda.is_bf16_supported()
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    rec_net, ref_net, disc_net = model.rec, model.ref, disc
+    if cuda and tc.compile:
+        rec_net, ref_net, disc_net = torch.compile(rec_net), torch.compile(ref_net), torch.compile(disc_net)
+    rec_train = _wrap(rec_net, dev, ctx) if step < tc.rec_steps else None
+    ref_train = disc_train = None
+
+    def save(path: Path) -> None:
+        save_checkpoint(path, model_config=model_cfg, recipe=recipe_to_dict(recipe), step=step,
+                        stage="rec" if step <= tc.rec_steps else "ref", rec=model.rec.state_dict(),
+                        ref=model.ref.state_dict(), disc=disc.state_dict(), opt_rec=opt_rec.state_dict(),
+                        opt_ref=opt_ref.state_dict(), opt_disc=opt_disc.state_dict(), rng=rng_state())
+
+    nonfinite = torch.zeros((), dtype=torch.bool, device=dev)
+    sums: dict[str, torch.Tensor] = {}
+    wait_time, last_log = 0.0, step
+    bar = tqdm(total=end, initial=step, desc="train", unit="step", disable=not (progress and ctx.main),
+               dynamic_ncols=True)
+    batches = iter(loader)
+    tick = time.perf_counter()
+    while step < end:
+        t0 = time.perf_counter()
+        batch = _to_device(next(batches), dev, model_cfg.image_size, channels_last)
+        wait_time += time.perf_counter() - t0
+        losses: dict[str, torch.Tensor] = {}
+        if step < tc.rec_steps:
+            # Reconstruction stage: L1 (Eq. 2).
+            with autocast():
+                coarse = coarse_image(rec_train, batch["src_img"], batch["src_maps"], batch["tgt_maps"])
+                loss = l1(coarse.float(), batch["tgt_img"])
+            opt_rec.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_rec.step()
+            losses["rec_l1"] = loss.detach()
+        else:
+            if ref_train is None:
+                # Freeze G_rec; train G_ref and D from here on.
+                model.rec.requires_grad_(False).eval()
+                rec_train = None
+                ref_train, disc_train = _wrap(ref_net, dev, ctx), _wrap(disc_net, dev, ctx)
+            with autocast():
+                with torch.no_grad():
+                    coarse = coarse_image(rec_net, batch["src_img"], batch["src_maps"], batch["tgt_maps"])
+                refined = refined_image(ref_train, batch["src_img"], coarse, batch["tgt_maps"])
+                # D step (Eq. 5): real (I_a, I_b) against fake (I_a, refined).
+                d_loss = discriminator_loss(disc_train(batch["src_img"], batch["tgt_img"]).float(),
+                                            disc_train(batch["src_img"], refined.detach()).float())
+            opt_disc.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_disc.step()
+            # G_ref step (Eq. 6): adversarial + lambda * L_img on the final image (coarse + residual).
+            with autocast():
+                adv = generator_adversarial_loss(disc_train(batch["src_img"], refined).float())
+            img = image_loss(refined.float(), batch["tgt_img"], batch["tgt_mask"], recipe.loss)
+            g_loss = adv + recipe.loss.lambda_img * img
+            opt_ref.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_ref.step()
+            losses.update(d=d_loss.detach(), g_adv=adv.detach(), g_img=img.detach(), g=g_loss.detach())
+        for key, value in losses.items():
+            nonfinite |= ~torch.isfinite(value)
+            sums[key] = sums.get(key, 0.0) + value
+        step += 1
+        bar.update(1)
+        stage_done = step in (tc.rec_steps, end)
+
+        if step % tc.log_every == 0 or stage_done or step % tc.checkpoint_every == 0:
+            if bool(nonfinite):
+                raise TrainingError(f"a loss became non-finite before step {step}; stopped. The last good "
+                                    f"checkpoint is kept: {latest} (try a lower train.lr)")
+        if (step % tc.log_every == 0 or stage_done) and sums:
+            count, last_log = step - last_log, step
+            means = {k: round(float(v) / count, 6) for k, v in sums.items()}
+            elapsed, tick = time.perf_counter() - tick, time.perf_counter()
+            record = {"step": step, "stage": "rec" if step <= tc.rec_steps else "ref", **means,
+                      "images_per_s": round(count * tc.batch_size * ctx.world / elapsed, 2),
+                      "data_wait": round(wait_time / elapsed, 3)}
+            wait_time, sums = 0.0, {}
+            bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()})
+            if ctx.main:
+                with open(stats_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+        if ctx.main and (step % tc.sample_every == 0 or stage_done):
+            grid = _sample_grid(model, fixed, model_cfg.image_size)
+            with atomic_open(run_dir / "samples" / f"step-{step:07d}.png", "wb") as f:
+                Image.fromarray(grid).save(f, format="PNG")
+        if ctx.main and (step % tc.checkpoint_every == 0 or stage_done):
+            save(latest)
+            if stage_done:
+                save(run_dir / "checkpoints" / f"step-{step:07d}.pt")
+    bar.close()
+    if ctx.world > 1:
+        dist.barrier()
+    return latest
