@@ -131,6 +131,62 @@ def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, 
                f"losses in stats.jsonl, sample grids in samples/, checkpoint {checkpoint}.")
 
 
+@cli.command("generate")
+@click.argument("images", type=click.Path(), metavar="IMAGES")
+@click.option("--per-id", type=click.IntRange(min=1), required=True, metavar="N", help="New images per identity.")
+@click.option("-w", "--workdir", default=DEFAULT_WORKDIR, show_default=True, type=click.Path(file_okay=False),
+              metavar="WORKDIR", help="Work dir with poses.csv (the pose bank) and runs/.")
+@click.option("--checkpoint", type=click.Path(), metavar="CKPT",
+              help="Checkpoint (default: the newest WORKDIR/runs/*/checkpoints/latest.pt).")
+@click.option("-o", "--out", type=click.Path(file_okay=False), metavar="OUT", help="Default: WORKDIR/generated.")
+@click.option("--strategy", type=click.Choice(["random", "kmeans", "novel"]), default="random", show_default=True)
+@click.option("--kmeans-k", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--shard", default="0/1", show_default=True, metavar="I/N", help="Do the I-th of N shares of identities.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Decoding workers.")
+@click.option("--poses", type=click.Path(), metavar="FILE", help="Pose CSV (default: WORKDIR/poses.csv).")
+@click.option("--device", default="auto", show_default=True)
+def generate_cmd(images, per_id, workdir, checkpoint, out, strategy, kmeans_k, seed, shard, batch_size, workers,
+                 poses, device) -> None:
+    """Generate N new images of every identity of IMAGES in new poses, with a manifest.
+
+    \b
+    Examples:
+      reid-augment generate Market-1501/ --per-id 10 -w work/
+      reid-augment generate Market-1501/ --per-id 10 -w work/ --shard 0/4 --device cuda:0
+    """
+    from pathlib import Path
+
+    from .config import GenerateConfig
+    from .generate import generate, parse_shard
+
+    workdir = Path(workdir)
+    if checkpoint is None:
+        candidates = sorted(workdir.glob("runs/*/checkpoints/latest.pt"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise click.ClickException(f"{workdir}/runs: no trained checkpoint; train one with `reid-augment "
+                                       f"train` or pass --checkpoint")
+        checkpoint = candidates[-1]
+    cfg = GenerateConfig(per_id=per_id, strategy=strategy, kmeans_k=kmeans_k, seed=seed, batch_size=batch_size,
+                         num_workers=workers)
+    result = generate(images, checkpoint, poses or workdir / "poses.csv", out or workdir / "generated", cfg,
+                      parse_shard(shard), device)
+    click.echo(result.summary())
+
+
+@cli.command("merge")
+@click.argument("outs", nargs=-1, required=True, type=click.Path(file_okay=False), metavar="OUT...")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Merged manifest (default: the first OUT's manifest.csv).")
+def merge_cmd(outs, output) -> None:
+    """Join the manifests of sharded `generate` runs into one manifest.csv."""
+    from .generate import merge
+
+    path = merge(list(outs), output)
+    click.echo(f"Merged the manifests of {len(outs)} folder(s) into {path}.")
+
+
 def main() -> None:
     cli(prog_name="reid-augment")
 

@@ -84,6 +84,19 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+@dataclass(frozen=True)
+class GenerateConfig:
+    """How `generate` picks sources and target poses, and how it batches."""
+
+    per_id: int = 10                # New images per identity.
+    strategy: str = "random"        # random | kmeans | novel: how target poses are drawn from the pose bank.
+    kmeans_k: int = 8               # Canonical poses for the kmeans strategy (PN-GAN uses 8).
+    seed: int = 0                   # Each image's seed derives from (seed, person id, k).
+    batch_size: int = 64
+    num_workers: int = 2            # Decoding workers.
+    jpeg_quality: int = 95
+
+
 REF_LOSSES = ("l1", "mask_l1", "mask_ssim", "weighted")
 
 

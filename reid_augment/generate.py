@@ -1,0 +1,290 @@
+"""Stage 4: generate N new images per identity with a trained VDG, plus a manifest and a contact sheet.
+
+Output: OUT/images/ (Market-1501 names that keep the source's person and camera, e.g.
+0002_c1s1_000451_03_vdg07.jpg), OUT/manifest.csv (one row per image, appended only once its image is on
+disk) and OUT/preview.png. Shards write manifest.shard-I-of-N.csv; `merge` joins them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import zlib
+from contextlib import nullcontext
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from . import __version__
+from .checkpoint import load_generator
+from .config import GenerateConfig
+from .data import load_crop, to_tensor, to_uint8
+from .errors import InputError
+from .fileio import atomic_open
+from .images import ImageSet, is_distractor, load_rgb, scan_images
+from .keypoints import to_heatmaps, valid_pose_mask
+from .posebank import STRATEGIES, farthest_order, kmeans_medoids, normalise
+from .poses import PoseTable, read_poses
+
+MANIFEST_COLUMNS = ["image", "pid", "camid", "source", "pose_from", "strategy", "seed", "checkpoint", "step",
+                    "version"]
+
+
+def image_seed(seed: int, person_id: str, k: int) -> int:
+    """The seed of image k of a person: independent of batch size, sharding and N."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(person_id.encode()), k]).generate_state(1)[0])
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' -> (i, n), 0 <= i < n."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise InputError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise InputError(f"--shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def output_name(source: str, k: int) -> str:
+    """0002_c1s1_000451_03.jpg, 7 -> 0002_c1s1_000451_03_vdg07.jpg; person/a.png -> person/a_vdg07.jpg.
+
+    The source's person and camera stay in front, so Market-1501 parsers (torchreid, fast-reid) read a
+    generated image as another image of the same person from the same camera.
+    """
+    return f"{os.path.splitext(source)[0]}_vdg{k:02d}.jpg"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig, size: tuple[int, int],
+         shard: tuple[int, int] = (0, 1)) -> tuple[pd.DataFrame, int]:
+    """Decide every image to make: source, target pose, seed and output name, without touching pixels.
+
+    Sources are the identity's usable images (valid pose) in name order, rotating; targets come from the
+    bank of valid poses of the other identities. Returns the plan and the number of identities that
+    have no usable image.
+    """
+    if cfg.strategy not in STRATEGIES:
+        raise InputError(f"unknown strategy {cfg.strategy!r}; known: {', '.join(STRATEGIES)}")
+    table = images.images[images.images["split"] == "train"]
+    index = {n: i for i, n in enumerate(poses.names)}
+    has_pose = table["name"].map(index).notna().to_numpy()
+    rows = table["name"].map(index).fillna(0).astype(int).to_numpy()
+    usable = has_pose & valid_pose_mask(poses.coords[rows])
+    usable &= ~table["person_id"].map(is_distractor).to_numpy(dtype=bool)
+    sources = table[usable].sort_values("name")
+    bank_names = sources["name"].to_numpy()
+    if len(bank_names) == 0:
+        raise InputError("the pose bank is empty: no training image has a valid pose (run build-pairs, "
+                         "check poses.csv)")
+    bank_pids = sources["person_id"].to_numpy()
+    bank = normalise(poses.lookup(bank_names), size)
+    medoids = kmeans_medoids(bank, cfg.kmeans_k, cfg.seed) if cfg.strategy == "kmeans" else None
+
+    ids = sorted(set(bank_pids))
+    plan_rows = []  # (pid, k, source row, target row, seed)
+    for pid in ids[shard[0]::shard[1]]:
+        own = np.flatnonzero(bank_pids == pid)
+        others = np.flatnonzero(bank_pids != pid)
+        if len(others) == 0:
+            raise InputError(f"the pose bank has no pose of another identity than {pid}")
+        if cfg.strategy == "novel":
+            ranked = others[farthest_order(bank[others], bank[own])]
+        for k in range(cfg.per_id):
+            seed = image_seed(cfg.seed, pid, k)
+            rng = np.random.default_rng(seed)
+            if cfg.strategy == "random":
+                target = others[rng.integers(len(others))]
+            elif cfg.strategy == "kmeans":
+                target = medoids[(k + rng.integers(len(medoids))) % len(medoids)]
+            else:
+                target = ranked[k % len(ranked)]
+            plan_rows.append((pid, k, own[k % len(own)], target, seed))
+    pids, ks, src, tgt, seeds = (np.array(c) for c in zip(*plan_rows)) if plan_rows else [np.array([], int)] * 5
+    src_table = sources.iloc[src]
+    requests = pd.DataFrame({
+        "image": [f"images/{output_name(n, k)}" for n, k in zip(src_table["name"], ks)],
+        "pid": pids.astype(str) if len(pids) else pids,
+        "camid": src_table["camera_id"].to_numpy(),
+        "source": src_table["name"].to_numpy(),
+        "source_path": src_table["path"].to_numpy(),
+        "pose_from": bank_names[tgt] if len(tgt) else tgt,
+        "seed": seeds,
+    })
+    unusable = sorted(set(table["person_id"]) - set(ids))
+    return requests, len(unusable[shard[0]::shard[1]])
+
+
+class _Requests(Dataset):
+    """Decodes sources in DataLoader workers: item = (index, src_img [3, H, W], src_pose, tgt_pose)."""
+
+    def __init__(self, requests: pd.DataFrame, poses: PoseTable, size: tuple[int, int]):
+        self.paths = requests["source_path"].to_numpy()
+        self.src_pose = poses.lookup(requests["source"])
+        self.tgt_pose = poses.lookup(requests["pose_from"])
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        rgb, src_pose = load_crop(self.paths[i], self.src_pose[i], self.size)
+        # The target pose lives in its own image's frame; crops of one data set share a size.
+        tgt_pose = self.tgt_pose[i]
+        return i, to_tensor(rgb), torch.from_numpy(src_pose), torch.from_numpy(tgt_pose.astype(np.float32))
+
+
+@dataclass
+class GenerateResult:
+    out_dir: Path
+    manifest: Path
+    generated: int
+    already_done: int
+    identities: int
+    identities_without_usable_image: int
+    seconds: float
+
+    def summary(self) -> str:
+        rate = self.generated / self.seconds if self.seconds > 0 else 0.0
+        return (f"Generated {self.generated} images for {self.identities} identities in {self.seconds:.1f} s "
+                f"({rate:.1f} images/s); {self.already_done} were already done and kept, "
+                f"{self.identities_without_usable_image} identities had no usable image. "
+                f"Manifest: {self.manifest}; contact sheet: {self.out_dir / 'preview.png'}.")
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    """Rows of a manifest whose image exists; a torn last line (a killed run) is dropped."""
+    if not path.is_file():
+        return pd.DataFrame(columns=MANIFEST_COLUMNS)
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    from io import StringIO
+
+    table = pd.read_csv(StringIO(text), dtype={"pid": str}, keep_default_na=False) if text else pd.DataFrame(
+        columns=MANIFEST_COLUMNS)
+    exists = np.array([(path.parent / p).is_file() for p in table["image"]], dtype=bool)
+    return table[exists].reset_index(drop=True)
+
+
+def _write_batch(out_dir: Path, manifest: Path, rows: pd.DataFrame, pixels: np.ndarray, quality: int) -> None:
+    """Write a batch's images (temp name + rename), then append their manifest rows."""
+    for rel, rgb in zip(rows["image"], pixels):
+        with atomic_open(out_dir / rel, "wb") as f:
+            Image.fromarray(rgb).save(f, format="JPEG", quality=quality)
+    with open(manifest, "a", encoding="utf-8", newline="") as f:
+        rows.to_csv(f, header=False, index=False, lineterminator="\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def contact_sheet(manifest: pd.DataFrame, root: Path, sources: dict[str, str], ids: int = 6,
+                  per_row: int = 8) -> np.ndarray:
+    """One row per identity: its first source, a gap, then its generated images; [H', W', 3] uint8."""
+    rows = []
+    groups = list(manifest.groupby("pid", sort=True))[:ids]
+    per_row = min(per_row, max(len(g) for _, g in groups))
+    for _, group in groups:
+        tiles = [load_rgb(root / p) for p in group["image"][:per_row]]
+        h, w = tiles[0].shape[:2]
+        src = np.array(Image.fromarray(load_rgb(sources[group["source"].iloc[0]])).resize((w, h)))
+        gap = np.full((h, 4, 3), 255, np.uint8)
+        pad = [np.zeros((h, w, 3), np.uint8)] * (per_row - len(tiles))
+        rows.append(np.concatenate([src, gap, *tiles, *pad], axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def generate(images: str | os.PathLike, checkpoint: str | os.PathLike, poses: str | os.PathLike,
+             out_dir: str | os.PathLike, cfg: GenerateConfig = GenerateConfig(), shard: tuple[int, int] = (0, 1),
+             device: str = "auto", progress: bool = True) -> GenerateResult:
+    """Generate `cfg.per_id` images for every identity of `images` (this shard's share of them).
+
+    Reruns skip what is done; the result does not depend on batch size or sharding.
+    """
+    from .train import resolve_device
+
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    dev = resolve_device(device)
+    model, state = load_generator(checkpoint, map_location="cpu")
+    size = tuple(state["model_config"]["image_size"])
+    model = model.to(dev)
+    checksum = file_sha256(checkpoint)
+    pose_table = read_poses(poses)
+    image_set = scan_images(images)
+    requests, unusable = plan(image_set, pose_table, cfg, size, shard)
+
+    name = "manifest.csv" if shard[1] == 1 else f"manifest.shard-{shard[0]}-of-{shard[1]}.csv"
+    manifest_path = out_dir / name
+    done = read_manifest(manifest_path)
+    with atomic_open(manifest_path, "w", encoding="utf-8", newline="") as f:
+        done.to_csv(f, index=False, lineterminator="\n", columns=MANIFEST_COLUMNS)
+    todo = requests[~requests["image"].isin(set(done["image"]))].reset_index(drop=True)
+    todo["strategy"], todo["checkpoint"], todo["step"], todo["version"] = (
+        cfg.strategy, checksum, int(state["step"]), __version__)
+
+    loader = DataLoader(_Requests(todo, pose_table, size), batch_size=cfg.batch_size, shuffle=False,
+                        num_workers=cfg.num_workers, pin_memory=dev.type == "cuda")
+    use_bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    pending: list[Future] = []
+    with ThreadPoolExecutor(max_workers=1) as writer, torch.inference_mode():
+        bar = tqdm(total=len(todo), desc="generate", unit="img", disable=not progress)
+        for index, src_img, src_pose, tgt_pose in loader:
+            src_img = src_img.to(dev, non_blocking=True)
+            src_maps = to_heatmaps(src_pose.to(dev), size)
+            tgt_maps = to_heatmaps(tgt_pose.to(dev), size)
+            with torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext():
+                refined = model(src_img, src_maps, tgt_maps)[1]
+            pixels = to_uint8(refined.float())
+            rows = todo.iloc[index.numpy()][MANIFEST_COLUMNS]
+            pending.append(writer.submit(_write_batch, out_dir, manifest_path, rows, pixels, cfg.jpeg_quality))
+            while len(pending) > 2:  # Bounded: memory stays flat however many images are planned.
+                pending.pop(0).result()
+            bar.update(len(index))
+        for future in pending:
+            future.result()
+        bar.close()
+
+    manifest = read_manifest(manifest_path)
+    if len(manifest):
+        sheet = contact_sheet(manifest, out_dir, dict(zip(image_set.images["name"], image_set.images["path"])))
+        preview = "preview.png" if shard[1] == 1 else f"preview.shard-{shard[0]}-of-{shard[1]}.png"
+        with atomic_open(out_dir / preview, "wb") as f:
+            Image.fromarray(sheet).save(f, format="PNG")
+    return GenerateResult(out_dir, manifest_path, len(todo), len(requests) - len(todo),
+                          requests["pid"].nunique(), unusable, time.perf_counter() - start)
+
+
+def merge(out_dirs: list[str | os.PathLike], output: str | os.PathLike | None = None) -> Path:
+    """Join the manifests of shard runs into one manifest.csv (image paths made relative to it)."""
+    if not out_dirs:
+        raise InputError("merge needs at least one output folder")
+    output = Path(output) if output else Path(out_dirs[0]) / "manifest.csv"
+    parts = []
+    for folder in map(Path, out_dirs):
+        files = sorted(p for p in folder.glob("manifest*.csv") if p.resolve() != output.resolve())
+        if not files:
+            raise InputError(f"{folder}: no manifest*.csv to merge")
+        for path in files:
+            table = read_manifest(path)
+            table["image"] = [os.path.relpath(path.parent / p, output.parent) for p in table["image"]]
+            parts.append(table)
+    merged = pd.concat(parts, ignore_index=True).drop_duplicates("image").sort_values(["pid", "image"])
+    with atomic_open(output, "w", encoding="utf-8", newline="") as f:
+        merged.to_csv(f, index=False, lineterminator="\n", columns=MANIFEST_COLUMNS)
+    return output

@@ -1,0 +1,54 @@
+"""Target poses for generation: the bank of training poses and the three ways to pick from it.
+
+A pose is compared after normalisation to the crop (y / H, x / W) with missing joints imputed by the
+bank's mean, as Def-GAN does for pose statistics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .keypoints import present
+
+STRATEGIES = ("random", "kmeans", "novel")
+
+
+def normalise(coords: np.ndarray, size: tuple[int, int], fill: np.ndarray | None = None) -> np.ndarray:
+    """[N, K, 2] pixels -> [N, 2K] in [0, 1]; missing joints take `fill` ([K, 2], default the mean)."""
+    scaled = coords / np.asarray(size, dtype=np.float32)
+    vis = present(coords)
+    if fill is None:
+        counts = np.maximum(vis.sum(0), 1)[:, None]
+        fill = np.where(vis[..., None], scaled, 0).sum(0) / counts
+    return np.where(vis[..., None], scaled, fill).reshape(len(coords), -1)
+
+
+def kmeans_medoids(vectors: np.ndarray, k: int, seed: int, iters: int = 50) -> np.ndarray:
+    """Indices of the k bank poses nearest the k-means centres (PN-GAN's canonical poses), largest cluster first.
+
+    k-means++ seeding and Lloyd iterations, vectorised; real poses (medoids) rather than centres so
+    every target names the image its pose came from.
+    """
+    rng = np.random.default_rng(seed)
+    k = min(k, len(vectors))
+    centres = [vectors[rng.integers(len(vectors))]]
+    for _ in range(1, k):
+        d2 = ((vectors[:, None] - np.asarray(centres)[None]) ** 2).sum(-1).min(1)
+        total = d2.sum()
+        centres.append(vectors[rng.choice(len(vectors), p=d2 / total)] if total > 0 else vectors[rng.integers(len(vectors))])
+    centres = np.asarray(centres)
+    for _ in range(iters):
+        labels = ((vectors[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
+        new = np.stack([vectors[labels == c].mean(0) if (labels == c).any() else centres[c] for c in range(k)])
+        if np.allclose(new, centres):
+            break
+        centres = new
+    labels = ((vectors[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
+    order = np.argsort(-np.bincount(labels, minlength=k), kind="stable")
+    return ((vectors[:, None] - centres[order][None]) ** 2).sum(-1).argmin(0)
+
+
+def farthest_order(bank: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Bank indices sorted by distance to the nearest of an identity's own poses, farthest first."""
+    nearest = np.sqrt(((bank[:, None] - own[None]) ** 2).sum(-1)).min(1)
+    return np.argsort(-nearest, kind="stable")

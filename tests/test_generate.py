@@ -1,0 +1,106 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from reid_augment.checkpoint import FORMAT, save_checkpoint
+from reid_augment.config import GenerateConfig, ModelConfig
+from reid_augment.errors import InputError
+from reid_augment.generate import MANIFEST_COLUMNS, generate, merge, output_name, parse_shard, plan
+from reid_augment.images import load_rgb, parse_market_name, scan_images
+from reid_augment.networks import VDG
+from reid_augment.poses import PoseTable, read_poses
+
+CFG = ModelConfig(image_size=(64, 32), num_levels=3, base_channels=8, z_dim=8, ref_levels=3, ref_channels=8,
+                  disc_channels=8, disc_levels=3)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = VDG(CFG)
+    path = tmp_path_factory.mktemp("ckpt") / "latest.pt"
+    save_checkpoint(path, model_config=CFG, step=7, rec=model.rec.state_dict(), ref=model.ref.state_dict())
+    return path
+
+
+def _gen(cuhk_dir, checkpoint, out, **kwargs):
+    shard = kwargs.pop("shard", (0, 1))
+    cfg = GenerateConfig(**{"per_id": 3, "num_workers": 0, **kwargs})
+    return generate(cuhk_dir, checkpoint, cuhk_dir / "annotations.csv", out, cfg, shard, "cpu", progress=False)
+
+
+def test_exact_counts_manifest_schema_and_names(cuhk_dir, checkpoint, tmp_path):
+    result = _gen(cuhk_dir, checkpoint, tmp_path / "out", per_id=5)
+    manifest = pd.read_csv(result.manifest, dtype={"pid": str})
+    assert list(manifest.columns) == MANIFEST_COLUMNS
+    assert manifest.groupby("pid").size().eq(5).all() and manifest["pid"].nunique() == 12
+    for _, row in manifest.iterrows():
+        assert (tmp_path / "out" / row["image"]).is_file()
+        pid, cam = parse_market_name(row["image"].split("/")[-1])
+        assert (pid, cam) == (row["pid"], row["camid"]) == parse_market_name(row["source"])
+        assert parse_market_name(row["pose_from"])[0] != row["pid"]  # A pose of another person.
+        assert load_rgb(tmp_path / "out" / row["image"]).shape == (64, 32, 3)
+    assert manifest["step"].eq(7).all() and manifest["checkpoint"].str.len().eq(64).all()
+    assert (tmp_path / "out" / "preview.png").is_file()
+    assert output_name("0002_c1s1_000451_03.jpg", 7) == "0002_c1s1_000451_03_vdg07.jpg"
+
+
+def test_prefix_batch_size_and_shard_independence(cuhk_dir, checkpoint, tmp_path):
+    five = pd.read_csv(_gen(cuhk_dir, checkpoint, tmp_path / "a", per_id=5, batch_size=7).manifest)
+    three = pd.read_csv(_gen(cuhk_dir, checkpoint, tmp_path / "b", per_id=3, batch_size=64).manifest)
+    key = ["image", "source", "pose_from", "seed"]
+    prefix = five[five["image"].str.extract(r"_vdg(\d+)")[0].astype(int) < 3]
+    pd.testing.assert_frame_equal(prefix[key].reset_index(drop=True), three[key].reset_index(drop=True))
+    for rel in three["image"]:
+        a = load_rgb(tmp_path / "a" / rel).astype(int)
+        b = load_rgb(tmp_path / "b" / rel).astype(int)
+        assert np.abs(a - b).max() <= 2
+    for i in range(2):
+        _gen(cuhk_dir, checkpoint, tmp_path / "s", per_id=3, shard=(i, 2))
+    merged = pd.read_csv(merge([tmp_path / "s"]))
+    assert sorted(merged[key].itertuples(index=False)) == sorted(three[key].itertuples(index=False))
+
+
+def test_resume_after_interruption(cuhk_dir, checkpoint, tmp_path):
+    out = tmp_path / "out"
+    first = _gen(cuhk_dir, checkpoint, out, per_id=2)
+    manifest = first.manifest.read_text().splitlines()
+    # Simulate kill -9: a torn last line, and an image on disk whose row never landed.
+    (out / "manifest.csv").write_text("\n".join(manifest[:-3]) + "\n" + manifest[-3][:20])
+    again = _gen(cuhk_dir, checkpoint, out, per_id=2)
+    assert again.already_done == len(manifest) - 4 and again.generated == 3
+    final = pd.read_csv(out / "manifest.csv")
+    assert len(final) == 24 and not final["image"].duplicated().any()
+    assert not list(out.rglob("*.tmp"))
+    assert _gen(cuhk_dir, checkpoint, out, per_id=2).generated == 0
+
+
+def test_identities_with_one_image_and_strategies(cuhk_dir, checkpoint):
+    images = scan_images(cuhk_dir)
+    poses = read_poses(cuhk_dir / "annotations.csv")
+    keep = ~images.images["name"].str.startswith("0003_") | (images.images["name"] == "0003_c1s1_000000_00.jpg")
+    images.images = images.images[keep]
+    for strategy in ("random", "kmeans", "novel"):
+        requests, _ = plan(images, poses, GenerateConfig(per_id=4, strategy=strategy), (128, 64))
+        one = requests[requests["pid"] == "0003"]
+        assert len(one) == 4 and one["source"].nunique() == 1
+    novel, _ = plan(images, poses, GenerateConfig(per_id=4, strategy="novel"), (128, 64))
+    kmeans, _ = plan(images, poses, GenerateConfig(per_id=16, strategy="kmeans", kmeans_k=4), (128, 64))
+    assert novel.groupby("pid")["pose_from"].nunique().eq(4).all()
+    assert kmeans["pose_from"].nunique() <= 4
+
+
+def test_empty_pose_bank_and_bad_checkpoint_are_clear_errors(cuhk_dir, checkpoint, tmp_path):
+    images = scan_images(cuhk_dir)
+    empty = PoseTable.from_arrays(images.images["name"], np.full((len(images.images), 18, 2), -1.0))
+    with pytest.raises(InputError, match="pose bank is empty"):
+        plan(images, empty, GenerateConfig(), (128, 64))
+    old = tmp_path / "old.pt"
+    torch.save({"format": FORMAT + 1}, old)
+    with pytest.raises(InputError, match=f"checkpoint format {FORMAT + 1}"):
+        _gen(cuhk_dir, old, tmp_path / "out")
+    with pytest.raises(InputError, match="i/n"):
+        parse_shard("2")
+    with pytest.raises(InputError, match="0 <= i < n"):
+        parse_shard("2/2")
