@@ -27,6 +27,10 @@ setup(
         "pyyaml>=6",
         "scikit-image>=0.22",  # The field's SSIM protocol and body-mask rasterisation.
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        "test": ["pytest>=7"],
+        # torchreid's PyPI build imports these without declaring them.
+        "torchreid": ["torchreid==0.2.5", "scipy", "opencv-python-headless", "gdown", "tensorboard"],
+    },
     entry_points={"console_scripts": ["reid-augment=reid_augment.cli:main"]},
 )

@@ -187,6 +187,28 @@ def merge_cmd(outs, output) -> None:
     click.echo(f"Merged the manifests of {len(outs)} folder(s) into {path}.")
 
 
+@cli.command("export")
+@click.argument("out", type=click.Path(), metavar="OUT")
+@click.option("--market-root", required=True, type=click.Path(), metavar="ROOT", help="The original Market-1501 root.")
+@click.option("-o", "--output", "new_root", required=True, type=click.Path(file_okay=False), metavar="NEW_ROOT")
+@click.option("--copy", is_flag=True, help="Copy files instead of symlinking them.")
+def export_cmd(out, market_root, new_root, copy) -> None:
+    """Make a Market-1501 root whose bounding_box_train/ also holds the generated images of OUT.
+
+    query/ and bounding_box_test/ stay as they are, so any Market-1501 loader trains on the augmented set.
+
+    \b
+    Examples:
+      reid-augment export work/generated --market-root Market-1501-v15.09.15 -o Market-1501-vdg
+    """
+    from .export import export
+
+    counts = export(out, market_root, new_root, copy)
+    click.echo(f"Wrote {new_root}: bounding_box_train/ holds {counts['original']} original and "
+               f"{counts['generated']} generated images; query/ and bounding_box_test/ are unchanged "
+               f"({'copied' if copy else 'linked'}).")
+
+
 def main() -> None:
     cli(prog_name="reid-augment")
 

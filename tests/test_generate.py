@@ -3,26 +3,12 @@ import pandas as pd
 import pytest
 import torch
 
-from reid_augment.checkpoint import FORMAT, save_checkpoint
-from reid_augment.config import GenerateConfig, ModelConfig
+from reid_augment.checkpoint import FORMAT
+from reid_augment.config import GenerateConfig
 from reid_augment.errors import InputError
 from reid_augment.generate import MANIFEST_COLUMNS, generate, merge, output_name, parse_shard, plan
 from reid_augment.images import load_rgb, parse_market_name, scan_images
-from reid_augment.networks import VDG
 from reid_augment.poses import PoseTable, read_poses
-
-CFG = ModelConfig(image_size=(64, 32), num_levels=3, base_channels=8, z_dim=8, ref_levels=3, ref_channels=8,
-                  disc_channels=8, disc_levels=3)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = VDG(CFG)
-    path = tmp_path_factory.mktemp("ckpt") / "latest.pt"
-    save_checkpoint(path, model_config=CFG, step=7, rec=model.rec.state_dict(), ref=model.ref.state_dict())
-    return path
-
 
 def _gen(cuhk_dir, checkpoint, out, **kwargs):
     shard = kwargs.pop("shard", (0, 1))

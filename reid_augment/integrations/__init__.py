@@ -1,0 +1,1 @@
+"""Datasets for re-ID frameworks that serve the original training images plus the generated ones."""
