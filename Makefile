@@ -2,26 +2,44 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/pip install -q
 STAMP := $(VENV)/.installed
+POSE_STAMP := $(VENV)/.pose-installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup pose demo test bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(POSE_STAMP)
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade "pip>=23"
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e ".[test,torchreid]"
+	$(PIP) --upgrade "pip>=23"
+	$(PIP) torch==2.14.1 torchvision==0.29.1
+	$(PIP) -e ".[test,torchreid]"
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/reid-augment build-pairs reid_augment/sample/cuhk03 --poses reid_augment/sample/cuhk03/annotations.csv --test-ids 2 -o reid-augment-demo
+# The pose stack, pinned to versions tested together (a plain `pip install mmpose` does not resolve):
+# mmcv-lite is pure Python (reid_augment.estimate stands in for its missing compiled ops); xtcocotools is
+# built from source against numpy 2; mmpose's declared deps include chumpy, which is broken and unused;
+# mediapipe 0.10.21 is the last wheel that bundles its pose model, and runs with numpy 2 despite its pins.
+pose: $(POSE_STAMP)
 
-test: $(STAMP)
+$(POSE_STAMP): $(STAMP)
+	$(PIP) "setuptools<81" cython
+	$(PIP) mmengine==0.10.7 mmcv-lite==2.1.0 mmdet==3.3.0
+	$(PIP) --no-binary xtcocotools --no-build-isolation xtcocotools==1.14.3
+	$(PIP) --no-deps mmpose==1.3.2
+	$(PIP) json-tricks munkres scipy matplotlib opencv-python-headless
+	$(PIP) --no-deps mediapipe==0.10.21
+	$(PIP) absl-py attrs flatbuffers "protobuf<5"
+	touch $(POSE_STAMP)
+
+demo: setup
+	$(BIN)/reid-augment demo -o reid-augment-demo
+
+test: setup
 	$(BIN)/python -m pytest -q tests
 
-bench: $(STAMP)
+bench: setup
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

@@ -29,8 +29,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7"],
-        # torchreid's PyPI build imports these without declaring them.
-        "torchreid": ["torchreid==0.2.5", "scipy", "opencv-python-headless", "gdown", "tensorboard"],
+        # torchreid's PyPI build imports these without declaring them; tensorboard 2.18+ needs protobuf 5,
+        # which mediapipe (the offline pose backend) refuses.
+        "torchreid": ["torchreid==0.2.5", "scipy", "opencv-python-headless", "gdown", "tensorboard<2.18"],
     },
     entry_points={"console_scripts": ["reid-augment=reid_augment.cli:main"]},
 )

@@ -42,6 +42,38 @@ def _joint_list(_ctx, _param, value: str) -> tuple[str, ...]:
     return names
 
 
+@cli.command("estimate-poses")
+@click.argument("images", type=click.Path(), metavar="IMAGES")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE",
+              help=f"Pose CSV to write (default: {DEFAULT_WORKDIR}/poses.csv).")
+@click.option("--backend", type=click.Choice(["mmpose", "mediapipe"]), default="mmpose", show_default=True,
+              help="mmpose (RTMPose-m, needs its checkpoint) or mediapipe (offline, bundled model).")
+@click.option("--pose-config", metavar="CFG", help="mmpose config: a path, or one inside mmpose's configs.")
+@click.option("--pose-checkpoint", metavar="PATH_OR_URL", help="mmpose checkpoint (default: the official RTMPose-m).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--score-thr", type=click.FloatRange(0, 1), help="Joints below it are -1 (mmpose 0.3, mediapipe 0.5).")
+def estimate_poses_cmd(images, output, backend, pose_config, pose_checkpoint, device, batch_size, score_thr) -> None:
+    """Estimate 18-joint poses of the images of IMAGES and write a Def-GAN annotation CSV.
+
+    Reruns skip images already in the file. A sidecar FILE.scores.json keeps the per-joint scores.
+
+    \b
+    Examples:
+      reid-augment estimate-poses Market-1501/bounding_box_train -o work/poses.csv
+      reid-augment estimate-poses reid_augment/sample/cuhk03 --backend mediapipe -o work/poses.csv
+    """
+    from .estimate import MMPOSE_CHECKPOINT, estimate_poses
+    from .train import resolve_device
+
+    result = estimate_poses(images, output or f"{DEFAULT_WORKDIR}/poses.csv", backend, batch_size=batch_size,
+                            score_thr=score_thr, pose_config=pose_config,
+                            pose_checkpoint=pose_checkpoint or MMPOSE_CHECKPOINT, device=str(resolve_device(device)))
+    for name, reason in result.skipped:
+        click.echo(f"warning: {name}: {reason}; skipped", err=True)
+    click.echo(result.summary())
+
+
 @cli.command("build-pairs")
 @click.argument("images", type=click.Path(), metavar="IMAGES")
 @click.option("--poses", type=click.Path(), metavar="FILE", help="Pose CSV (Def-GAN format); estimated when absent.")
@@ -60,8 +92,10 @@ def _joint_list(_ctx, _param, value: str) -> tuple[str, ...]:
               help="Cap on training pairs per identity (0: no cap).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--jobs", type=click.IntRange(min=1), default=4, show_default=True, help="Image-decoding threads.")
+@click.option("--pose-backend", type=click.Choice(["mmpose", "mediapipe"]), default="mmpose", show_default=True,
+              help="Backend used to estimate poses when --poses is not given.")
 def build_pairs_cmd(images, poses, workdir, test_poses, test_ids, num_test_pairs, min_joints, require_joints,
-                    cross_camera, max_pairs_per_id, seed, jobs) -> None:
+                    cross_camera, max_pairs_per_id, seed, jobs, pose_backend) -> None:
     """Filter pose-less images of IMAGES and write same-identity pairs to WORKDIR.
 
     IMAGES is a Market-1501 root, a flat folder of Market-style names, or <root>/<person_id>/<image>.
@@ -78,7 +112,7 @@ def build_pairs_cmd(images, poses, workdir, test_poses, test_ids, num_test_pairs
     cfg = PairConfig(require_joints=require_joints, min_joints=min_joints, cross_camera=cross_camera,
                      max_pairs_per_id=max_pairs_per_id, test_ids=test_ids, num_test_pairs=num_test_pairs,
                      seed=seed)
-    pair_set = run_build_pairs(images, workdir, cfg, poses, test_poses, n_jobs=jobs)
+    pair_set = run_build_pairs(images, workdir, cfg, poses, test_poses, n_jobs=jobs, pose_backend=pose_backend)
     for warning in pair_set.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(summarize(pair_set, workdir))

@@ -197,11 +197,11 @@ def save_pair_set(workdir: str | os.PathLike, pair_set: PairSet, cfg: PairConfig
 
 def run_build_pairs(images_root: str | os.PathLike, workdir: str | os.PathLike, cfg: PairConfig,
                     poses_path: str | os.PathLike | None = None,
-                    test_poses_path: str | os.PathLike | None = None, n_jobs: int = 4) -> PairSet:
+                    test_poses_path: str | os.PathLike | None = None, n_jobs: int = 4,
+                    pose_backend: str = "mmpose") -> PairSet:
     """The `build-pairs` stage: check the images, read (or estimate) poses, pair, write `workdir`.
 
-    Without `poses_path`, poses are estimated with the default backend and written to
-    `workdir/poses.csv` first.
+    Without `poses_path`, poses are estimated with `pose_backend` and written to `workdir/poses.csv` first.
     """
     image_set = check_images(scan_images(images_root), n_jobs=n_jobs)
     train_images = ImageSet(image_set.images[image_set.images["split"] == "train"], image_set.skipped,
@@ -210,7 +210,7 @@ def run_build_pairs(images_root: str | os.PathLike, workdir: str | os.PathLike, 
         from .estimate import estimate_poses
 
         poses_path = Path(workdir) / "poses.csv"
-        estimate_poses(images_root, poses_path)
+        estimate_poses(train_images, poses_path, pose_backend)
     poses = read_poses(poses_path)
     test_poses = read_poses(test_poses_path) if test_poses_path is not None else None
     pair_set = build_pairs(poses, cfg, train_images, test_poses)

@@ -1,0 +1,77 @@
+"""End-to-end `generate` images/s against the bare generator forward pass, same model, batch and device.
+
+Usage: python benchmarks/bench_generate.py [--recipe market1501] [--batch-size 32] [--per-id 8] [--device auto]
+Prints one JSON line. The goal: end-to-end >= 80% of the bare forward rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from reid_augment.checkpoint import save_checkpoint
+from reid_augment.config import GenerateConfig, load_recipe
+from reid_augment.generate import generate
+from reid_augment.networks import VDG
+from reid_augment.train import resolve_device
+
+SAMPLE = Path(__file__).resolve().parent.parent / "reid_augment" / "sample" / "cuhk03"
+
+
+def bare_forward_rate(model: VDG, size: tuple[int, int], batch: int, dev: torch.device, batches: int) -> float:
+    src = torch.rand(batch, 3, *size, device=dev) * 2 - 1
+    maps = torch.rand(batch, 18, *size, device=dev)
+    use_bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+        model(src, maps, maps)  # Warm-up.
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(batches):
+            model(src, maps, maps)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    return batch * batches / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--recipe", default="market1501")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--per-id", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    dev = resolve_device(args.device)
+    cfg = load_recipe(args.recipe).model
+    torch.manual_seed(0)
+    model = VDG(cfg).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "model.pt"
+        save_checkpoint(ckpt, model_config=cfg, step=0, rec=model.rec.state_dict(), ref=model.ref.state_dict())
+        images = 12 * args.per_id
+        bare = bare_forward_rate(model.to(dev), cfg.image_size, args.batch_size, dev,
+                                 batches=max(1, images // args.batch_size))
+        # A first, short run warms the caches; the timed run starts from an empty folder.
+        generate(SAMPLE, ckpt, SAMPLE / "annotations.csv", Path(tmp) / "warm",
+                 GenerateConfig(per_id=1, batch_size=args.batch_size, num_workers=args.workers), device=str(dev),
+                 progress=False)
+        start = time.perf_counter()
+        result = generate(SAMPLE, ckpt, SAMPLE / "annotations.csv", Path(tmp) / "out",
+                          GenerateConfig(per_id=args.per_id, batch_size=args.batch_size, num_workers=args.workers),
+                          device=str(dev), progress=False)
+        end_to_end = result.generated / (time.perf_counter() - start)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    print(json.dumps({"bench": "generate", "device": name, "torch": torch.__version__, "recipe": args.recipe,
+                      "batch_size": args.batch_size, "images": result.generated,
+                      "end_to_end_images_per_s": round(end_to_end, 2), "bare_forward_images_per_s": round(bare, 2),
+                      "ratio": round(end_to_end / bare, 3)}))
+
+
+if __name__ == "__main__":
+    main()
