@@ -243,6 +243,82 @@ def export_cmd(out, market_root, new_root, copy) -> None:
                f"({'copied' if copy else 'linked'}).")
 
 
+@cli.command("evaluate")
+@click.argument("images", type=click.Path(), metavar="IMAGES")
+@click.option("-w", "--workdir", default=DEFAULT_WORKDIR, show_default=True, type=click.Path(file_okay=False),
+              metavar="WORKDIR")
+@click.option("--checkpoint", type=click.Path(), metavar="CKPT", help="Generate the test pairs with this checkpoint.")
+@click.option("--generated", type=click.Path(), metavar="DIR",
+              help="Score an existing folder instead: our manifest, or PATN-style <from>___<to> names.")
+@click.option("--pairs", type=click.Path(), metavar="FILE", help="Test pairs (default: WORKDIR/pairs-test.csv).")
+@click.option("--poses", type=click.Path(), metavar="FILE",
+              help="Target poses (default: WORKDIR/poses-test.csv, else WORKDIR/poses.csv).")
+@click.option("-o", "--report-dir", type=click.Path(file_okay=False), metavar="REPORT_DIR",
+              help="Default: WORKDIR/report.")
+@click.option("--inception-weights", type=click.Path(), metavar="PATH",
+              help="torch-fidelity's Inception weights file; without it IS, mask-IS and FID are skipped.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def evaluate_cmd(images, workdir, checkpoint, generated, pairs, poses, report_dir, inception_weights, batch_size,
+                 device) -> None:
+    """Score generated test pairs with SSIM, mask-SSIM, IS, mask-IS (and FID, LPIPS) as the papers do.
+
+    \b
+    Examples:
+      reid-augment evaluate Market-1501/ -w work/ --checkpoint work/runs/market1501/checkpoints/latest.pt
+      reid-augment evaluate Market-1501/ -w work/ --generated other_method_outputs/
+    """
+    from pathlib import Path
+
+    from .evaluate import evaluate
+
+    workdir = Path(workdir)
+    if poses is None:
+        poses = workdir / "poses-test.csv" if (workdir / "poses-test.csv").is_file() else workdir / "poses.csv"
+    report = evaluate(images, pairs or workdir / "pairs-test.csv", poses, report_dir or workdir / "report",
+                      checkpoint=checkpoint, generated=generated, inception_weights=inception_weights,
+                      batch_size=batch_size, device=device)
+    click.echo(report.summary())
+
+
+@cli.command("preview")
+@click.argument("images", type=click.Path(), metavar="IMAGES")
+@click.option("-w", "--workdir", default=DEFAULT_WORKDIR, show_default=True, type=click.Path(file_okay=False),
+              metavar="WORKDIR")
+@click.option("--pairs", type=click.Path(), metavar="FILE", help="Default: WORKDIR/pairs-train.csv.")
+@click.option("--poses", type=click.Path(), metavar="FILE", help="Default: WORKDIR/poses.csv.")
+@click.option("-n", "--count", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="PNG", help="Default: WORKDIR/pairs-preview.png.")
+def preview_cmd(images, workdir, pairs, poses, count, seed, output) -> None:
+    """Draw a few pairs with their pose skeletons, to check poses and pairs before training."""
+    from pathlib import Path
+
+    from .fileio import save_png
+    from .images import scan_images
+    from .pairs import read_pair_file
+    from .poses import read_poses
+    from .preview import pair_sheet
+
+    workdir = Path(workdir)
+    found = scan_images(images).images
+    sheet = pair_sheet(read_pair_file(pairs or workdir / "pairs-train.csv"), read_poses(poses or workdir / "poses.csv"),
+                       dict(zip(found["name"], found["path"])), count, seed)
+    output = output or workdir / "pairs-preview.png"
+    save_png(output, sheet)
+    click.echo(f"Wrote {output}: rows of source | source pose | target pose | target.")
+
+
+@cli.command("demo")
+@click.option("-o", "--out", default="reid-augment-demo", show_default=True, type=click.Path(file_okay=False),
+              metavar="DIR")
+def demo_cmd(out) -> None:
+    """Run the whole pipeline on the bundled sample on the CPU (a few minutes)."""
+    from .demo import run_demo
+
+    run_demo(out, say=click.echo)
+
+
 def main() -> None:
     cli(prog_name="reid-augment")
 

@@ -31,3 +31,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` to `path` atomically."""
     with atomic_open(path, "w", encoding="utf-8", newline="") as f:
         f.write(text)
+
+
+def save_png(path: str | os.PathLike, image) -> None:
+    """Write an [H, W, 3] uint8 array as a PNG, atomically."""
+    from PIL import Image
+
+    with atomic_open(path, "wb") as f:
+        Image.fromarray(image).save(f, format="PNG")

@@ -28,7 +28,7 @@ from .checkpoint import load_generator
 from .config import GenerateConfig
 from .data import load_crop, to_tensor, to_uint8
 from .errors import InputError
-from .fileio import atomic_open
+from .fileio import atomic_open, save_png
 from .images import ImageSet, is_distractor, load_rgb, scan_images
 from .keypoints import to_heatmaps, valid_pose_mask
 from .posebank import STRATEGIES, farthest_order, kmeans_medoids, normalise
@@ -186,7 +186,10 @@ def _write_batch(out_dir: Path, manifest: Path, rows: pd.DataFrame, pixels: np.n
     """Write a batch's images (temp name + rename), then append their manifest rows."""
     for rel, rgb in zip(rows["image"], pixels):
         with atomic_open(out_dir / rel, "wb") as f:
-            Image.fromarray(rgb).save(f, format="JPEG", quality=quality)
+            if rel.endswith(".png"):
+                Image.fromarray(rgb).save(f, format="PNG")
+            else:
+                Image.fromarray(rgb).save(f, format="JPEG", quality=quality)
     with open(manifest, "a", encoding="utf-8", newline="") as f:
         rows.to_csv(f, header=False, index=False, lineterminator="\n")
         f.flush()
@@ -209,37 +212,26 @@ def contact_sheet(manifest: pd.DataFrame, root: Path, sources: dict[str, str], i
     return np.concatenate(rows, axis=0)
 
 
-def generate(images: str | os.PathLike, checkpoint: str | os.PathLike, poses: str | os.PathLike,
-             out_dir: str | os.PathLike, cfg: GenerateConfig = GenerateConfig(), shard: tuple[int, int] = (0, 1),
-             device: str = "auto", progress: bool = True) -> GenerateResult:
-    """Generate `cfg.per_id` images for every identity of `images` (this shard's share of them).
+def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, manifest_path: Path,
+           size: tuple[int, int], dev: torch.device, batch_size: int = 64, num_workers: int = 2,
+           jpeg_quality: int = 95, progress: bool = True, out_size: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Make the images of `requests` (one manifest row each) that `manifest_path` does not list yet.
 
-    Reruns skip what is done; the result does not depend on batch size or sharding.
+    `out_size` (H, W) resizes the outputs (bilinear) when the data set's crops differ from the model's.
+    Sources are decoded in DataLoader workers, heatmaps drawn on the device, and images encoded in a
+    writer thread while the model runs the next batch; each batch's rows are appended only once its
+    images are on disk (.png or .jpg by the name). Returns (made now, already done).
     """
-    from .train import resolve_device
-
-    start = time.perf_counter()
-    out_dir = Path(out_dir)
-    dev = resolve_device(device)
-    model, state = load_generator(checkpoint, map_location="cpu")
-    size = tuple(state["model_config"]["image_size"])
-    model = model.to(dev)
-    checksum = file_sha256(checkpoint)
-    pose_table = read_poses(poses)
-    image_set = scan_images(images)
-    requests, unusable = plan(image_set, pose_table, cfg, size, shard)
-
-    name = "manifest.csv" if shard[1] == 1 else f"manifest.shard-{shard[0]}-of-{shard[1]}.csv"
-    manifest_path = out_dir / name
+    out_dir = manifest_path.parent
     done = read_manifest(manifest_path)
+    # A row made by another checkpoint is stale: its image is made again.
+    current = done["image"].astype(str) + "|" + done["checkpoint"].astype(str)
+    done = done[current.isin(set(requests["image"].astype(str) + "|" + requests["checkpoint"].astype(str)))]
     with atomic_open(manifest_path, "w", encoding="utf-8", newline="") as f:
         done.to_csv(f, index=False, lineterminator="\n", columns=MANIFEST_COLUMNS)
     todo = requests[~requests["image"].isin(set(done["image"]))].reset_index(drop=True)
-    todo["strategy"], todo["checkpoint"], todo["step"], todo["version"] = (
-        cfg.strategy, checksum, int(state["step"]), __version__)
-
-    loader = DataLoader(_Requests(todo, pose_table, size), batch_size=cfg.batch_size, shuffle=False,
-                        num_workers=cfg.num_workers, pin_memory=dev.type == "cuda")
+    loader = DataLoader(_Requests(todo, poses, size), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers, pin_memory=dev.type == "cuda")
     use_bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
     pending: list[Future] = []
     with ThreadPoolExecutor(max_workers=1) as writer, torch.inference_mode():
@@ -249,25 +241,57 @@ def generate(images: str | os.PathLike, checkpoint: str | os.PathLike, poses: st
             src_maps = to_heatmaps(src_pose.to(dev), size)
             tgt_maps = to_heatmaps(tgt_pose.to(dev), size)
             with torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext():
-                refined = model(src_img, src_maps, tgt_maps)[1]
-            pixels = to_uint8(refined.float())
+                refined = model(src_img, src_maps, tgt_maps)[1].float()
+            if out_size is not None and tuple(out_size) != tuple(size):
+                refined = torch.nn.functional.interpolate(refined, size=out_size, mode="bilinear", align_corners=False)
+            pixels = to_uint8(refined)
             rows = todo.iloc[index.numpy()][MANIFEST_COLUMNS]
-            pending.append(writer.submit(_write_batch, out_dir, manifest_path, rows, pixels, cfg.jpeg_quality))
+            pending.append(writer.submit(_write_batch, out_dir, manifest_path, rows, pixels, jpeg_quality))
             while len(pending) > 2:  # Bounded: memory stays flat however many images are planned.
                 pending.pop(0).result()
             bar.update(len(index))
         for future in pending:
             future.result()
         bar.close()
+    return len(todo), len(requests) - len(todo)
 
+
+def load_for_inference(checkpoint: str | os.PathLike, device: str) -> tuple[torch.nn.Module, dict, torch.device]:
+    """The generator of a checkpoint on its device, with the checkpoint's fields for the manifest."""
+    from .train import resolve_device
+
+    dev = resolve_device(device)
+    model, state = load_generator(checkpoint, map_location="cpu")
+    return model.to(dev), {"checkpoint": file_sha256(checkpoint), "step": int(state["step"]), "version": __version__,
+                           "size": tuple(state["model_config"]["image_size"])}, dev
+
+
+def generate(images: str | os.PathLike, checkpoint: str | os.PathLike, poses: str | os.PathLike,
+             out_dir: str | os.PathLike, cfg: GenerateConfig = GenerateConfig(), shard: tuple[int, int] = (0, 1),
+             device: str = "auto", progress: bool = True) -> GenerateResult:
+    """Generate `cfg.per_id` images for every identity of `images` (this shard's share of them).
+
+    Reruns skip what is done; the result does not depend on batch size or sharding.
+    """
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    model, info, dev = load_for_inference(checkpoint, device)
+    pose_table = read_poses(poses)
+    image_set = scan_images(images)
+    requests, unusable = plan(image_set, pose_table, cfg, info["size"], shard)
+    requests["strategy"], requests["checkpoint"], requests["step"], requests["version"] = (
+        cfg.strategy, info["checkpoint"], info["step"], info["version"])
+    name = "manifest.csv" if shard[1] == 1 else f"manifest.shard-{shard[0]}-of-{shard[1]}.csv"
+    manifest_path = out_dir / name
+    made, already = render(model, requests, pose_table, manifest_path, info["size"], dev, cfg.batch_size,
+                           cfg.num_workers, cfg.jpeg_quality, progress)
     manifest = read_manifest(manifest_path)
     if len(manifest):
         sheet = contact_sheet(manifest, out_dir, dict(zip(image_set.images["name"], image_set.images["path"])))
         preview = "preview.png" if shard[1] == 1 else f"preview.shard-{shard[0]}-of-{shard[1]}.png"
-        with atomic_open(out_dir / preview, "wb") as f:
-            Image.fromarray(sheet).save(f, format="PNG")
-    return GenerateResult(out_dir, manifest_path, len(todo), len(requests) - len(todo),
-                          requests["pid"].nunique(), unusable, time.perf_counter() - start)
+        save_png(out_dir / preview, sheet)
+    return GenerateResult(out_dir, manifest_path, made, already, requests["pid"].nunique(), unusable,
+                          time.perf_counter() - start)
 
 
 def merge(out_dirs: list[str | os.PathLike], output: str | os.PathLike | None = None) -> Path:

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, default_collate
 from tqdm import tqdm
@@ -26,7 +25,7 @@ from .checkpoint import load_checkpoint, model_config_of, rng_state, save_checkp
 from .config import Recipe, dump_recipe, recipe_to_dict
 from .data import PairDataset, StepSampler, resolve_pairs, to_uint8
 from .errors import InputError, TrainingError
-from .fileio import atomic_open, atomic_write_text
+from .fileio import atomic_write_text, save_png
 from .images import scan_images
 from .keypoints import draw_skeleton, to_heatmaps
 from .losses import discriminator_loss, generator_adversarial_loss, image_loss, l1
@@ -265,9 +264,7 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
                 with open(stats_path, "a", encoding="utf-8") as f:
                     f.write(json.dumps(record) + "\n")
         if ctx.main and (step % tc.sample_every == 0 or stage_done):
-            grid = _sample_grid(model, fixed, model_cfg.image_size)
-            with atomic_open(run_dir / "samples" / f"step-{step:07d}.png", "wb") as f:
-                Image.fromarray(grid).save(f, format="PNG")
+            save_png(run_dir / "samples" / f"step-{step:07d}.png", _sample_grid(model, fixed, model_cfg.image_size))
         if ctx.main and (step % tc.checkpoint_every == 0 or stage_done):
             save(latest)
             if stage_done:

@@ -1,0 +1,312 @@
+"""Stage 5: score generated test pairs with the metrics of the paper's Table 3, computed as PG2/Def-GAN do.
+
+SSIM: scikit-image's protocol (Gaussian sigma 1.5, population covariance, over RGB, data_range =
+generated.max() - generated.min() per image) in batched torch. mask-SSIM: both images times the target's
+body mask. IS and mask-IS: 10 splits of the class probabilities of the TensorFlow inception-2015-12-05 graph
+(torch-fidelity's port, weights from a local file); FID from its pool features; LPIPS when the `lpips`
+package and its weights are present. What cannot run is skipped and said so in the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from . import __version__
+from .errors import InputError
+from .fileio import atomic_write_text, save_png
+from .generate import MANIFEST_COLUMNS, load_for_inference, read_manifest, render
+from .images import camera_id_of, load_rgb, person_id_of, scan_images
+from .keypoints import body_mask, draw_skeleton
+from .losses import ssim
+from .pairs import read_pair_file
+from .poses import read_poses
+
+INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's cache name.
+IS_SPLITS = 10
+# The paper's Table 3 (Market-1501: SSIM, IS, mask-SSIM, mask-IS; DeepFashion: SSIM, IS).
+PAPER_TABLE3 = {
+    "PG2": (.252, 4.015, .771, 3.555, .641, 3.187),
+    "Def-GAN": (.290, 2.990, .798, 3.544, .665, 3.420),
+    "VDG (L1)": (.224, 3.733, .767, 3.503, .700, 3.428),
+    "VDG (mask-L1)": (.238, 3.933, .768, 3.542, .690, 3.429),
+    "VDG (mask-SSIM)": (.238, 4.007, .775, 3.354, .708, 3.003),
+    "VDG_w": (.266, 3.453, .783, 3.227, .702, 3.491),
+}
+_IMAGE_NAME = re.compile(r"(.+?\.(?:jpe?g|png|bmp|webp))", re.IGNORECASE)
+
+
+def inception_score(probs: np.ndarray, splits: int = IS_SPLITS) -> tuple[float, float]:
+    """Inception Score of class probabilities [N, classes], as OpenAI's code: exp(E KL(p(y|x) || p(y))) per split.
+
+    Returns (mean, std) over the splits; fewer images than splits use one split per image.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    scores = []
+    for part in np.array_split(probs, max(1, min(splits, len(probs)))):
+        marginal = part.mean(0, keepdims=True)
+        kl = (part * (np.log(part + 1e-12) - np.log(marginal + 1e-12))).sum(1).mean()
+        scores.append(np.exp(kl))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """FID between two feature sets [N, D] (Heusel et al.)."""
+    from scipy import linalg
+
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(cov_a @ cov_b)
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * np.real(root)))
+
+
+def ssim_scores(generated: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per-image SSIM of uint8 [N, H, W, 3] arrays with the papers' per-image data_range."""
+    gen = torch.from_numpy(generated).permute(0, 3, 1, 2).double()
+    tgt = torch.from_numpy(target).permute(0, 3, 1, 2).double()
+    data_range = gen.amax(dim=(1, 2, 3)) - gen.amin(dim=(1, 2, 3))
+    return ssim(gen, tgt, data_range.clamp(min=1e-6)).numpy()
+
+
+def find_generated(folder: str | os.PathLike) -> pd.DataFrame:
+    """Generated test images of a folder: our manifest (source -> pose_from), or PATN names `<from>___<to>`.
+
+    Returns a table with the columns from, to, image (path).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder of generated images")
+    manifest = folder / "manifest.csv"
+    if manifest.is_file():
+        table = read_manifest(manifest)
+        return pd.DataFrame({"from": table["source"], "to": table["pose_from"],
+                             "image": [str(folder / p) for p in table["image"]]})
+    rows = []
+    for path in sorted(folder.rglob("*___*")):
+        src, _, rest = path.name.partition("___")
+        match = _IMAGE_NAME.match(rest)
+        if match:
+            rows.append((src, match.group(1), str(path)))
+    if not rows:
+        raise InputError(f"{folder}: no manifest.csv and no <from>___<to> images")
+    return pd.DataFrame(rows, columns=["from", "to", "image"])
+
+
+class InceptionProbe:
+    """torch-fidelity's InceptionV3 (TF inception-2015-12-05 port): class probabilities and pool features."""
+
+    def __init__(self, weights: str | os.PathLike, device: torch.device):
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["logits_unbiased", "2048"],
+                                               feature_extractor_weights_path=str(weights)).to(device)
+        self.device = device
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 [N, H, W, 3] -> probabilities [N, 1008], features [N, 2048] (resized to 299 inside)."""
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(self.device)
+        with torch.no_grad():
+            logits, pool = self.net(x)
+        return torch.softmax(logits.double(), 1).cpu().numpy(), pool.double().cpu().numpy()
+
+
+def find_inception_weights(path: str | os.PathLike | None) -> tuple[Path | None, str]:
+    """The weights file to use, or None and the reason IS/FID will be skipped."""
+    if path is not None:
+        if not Path(path).is_file():
+            raise InputError(f"{path}: no such Inception weights file")
+        return Path(path), ""
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
+    if cached.is_file():
+        return cached, ""
+    return None, (f"IS, mask-IS and FID skipped: no Inception weights (pass --inception-weights PATH to "
+                  f"torch-fidelity's {INCEPTION_WEIGHTS_FILE}, or put it in {cached.parent})")
+
+
+@dataclass
+class Report:
+    metrics: dict
+    report_dir: Path
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.report_dir / "metrics.json"
+
+    def summary(self) -> str:
+        m = self.metrics
+        shown = ", ".join(f"{k} {m[k]:.3f}" for k in ("ssim", "mask_ssim", "is", "mask_is", "fid", "lpips")
+                          if m.get(k) is not None)
+        return (f"Scored {m['num_pairs']} pairs ({m['skipped_pairs']} skipped): {shown}. "
+                f"{' '.join(self.notes)} Report: {self.report_dir / 'report.md'}.")
+
+
+def _markdown(metrics: dict) -> str:
+    fmt = lambda v, d: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
+    lines = ["| Method | SSIM | IS | mask-SSIM | mask-IS | FID | LPIPS |", "|---|---|---|---|---|---|---|",
+             f"| **this run** ({metrics['num_pairs']} pairs) | {fmt(metrics['ssim'], 3)} | {fmt(metrics['is'], 3)} | "
+             f"{fmt(metrics['mask_ssim'], 3)} | {fmt(metrics['mask_is'], 3)} | {fmt(metrics['fid'], 2)} | "
+             f"{fmt(metrics['lpips'], 3)} |"]
+    lines += [f"| {name} (paper, Market-1501) | {v[0]:.3f} | {v[1]:.3f} | {v[2]:.3f} | {v[3]:.3f} | - | - |"
+              for name, v in PAPER_TABLE3.items()]
+    lines += ["", "| Method (paper, DeepFashion) | SSIM | IS |", "|---|---|---|"]
+    lines += [f"| {name} | {v[4]:.3f} | {v[5]:.3f} |" for name, v in PAPER_TABLE3.items()]
+    return ("# Evaluation\n\nSSIM and mask-SSIM follow PG2/Def-GAN (scikit-image, Gaussian sigma 1.5, population "
+            "covariance, data_range of each generated image); IS over 10 splits. Paper figures are from Table 3 of "
+            "the VDG paper, on the field's 12,000 Market-1501 test pairs (Def-GAN protocol): this run compares "
+            f"with them only when its pairs are those (`build-pairs --test-poses`); pairs: {metrics['pairs']}.\n\n"
+            + "\n".join(lines) + "\n")
+
+
+def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | os.PathLike,
+             report_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+             generated: str | os.PathLike | None = None, inception_weights: str | os.PathLike | None = None,
+             batch_size: int = 64, device: str = "auto", num_samples: int = 8, progress: bool = True) -> Report:
+    """Score the test pairs: generate them with `checkpoint`, or read `generated` (our manifest or PATN names).
+
+    Args:
+        images: folder with the test pairs' source and target images.
+        poses: pose CSV holding the targets' poses (for the body masks).
+    Raises:
+        InputError: no scorable pair.
+    """
+    from tqdm import tqdm
+
+    if (checkpoint is None) == (generated is None):
+        raise InputError("evaluate needs exactly one of --checkpoint and --generated")
+    report_dir = Path(report_dir)
+    found = scan_images(images).images
+    paths = dict(zip(found["name"], found["path"]))
+    pose_table = read_poses(poses)
+    pair_table = read_pair_file(pairs)
+    meta: dict = {"checkpoint": None}
+
+    # Generate the test pairs (resumable, same writer as `generate`).
+    if checkpoint is not None:
+        model, info, dev = load_for_inference(checkpoint, device)
+        known = set(pose_table.names)
+        usable = pair_table[pair_table["from"].isin(paths) & pair_table["from"].isin(known)
+                            & pair_table["to"].isin(known)]
+        requests = pd.DataFrame({
+            "image": [f"images/{a}___{b}.png" for a, b in zip(usable["from"], usable["to"])],
+            "pid": [person_id_of(a) for a in usable["from"]], "camid": [camera_id_of(a) for a in usable["from"]],
+            "source": usable["from"].to_numpy(), "source_path": [paths[a] for a in usable["from"]],
+            "pose_from": usable["to"].to_numpy(), "seed": 0, "strategy": "pairs",
+            "checkpoint": info["checkpoint"], "step": info["step"], "version": info["version"]})
+        generated = report_dir / "generated"
+        # Score at the data set's resolution, as the papers do, whatever the model's.
+        target_size = load_rgb(paths[usable["to"].iloc[0]]).shape[:2] if len(usable) and usable["to"].iloc[0] in paths else None
+        render(model, requests, pose_table, generated / "manifest.csv", info["size"], dev, batch_size,
+               num_workers=0, progress=progress, out_size=target_size)
+        meta = {"checkpoint": info["checkpoint"], "checkpoint_step": info["step"]}
+    table = find_generated(generated)
+    wanted = pair_table[["from", "to"]].merge(table, on=["from", "to"], how="left").rename(
+        columns={"from": "src", "to": "tgt"})
+
+    # Score in batches: decode in threads, SSIM and Inception on the device.
+    dev = torch.device("cuda" if torch.cuda.is_available() and device != "cpu" else "cpu")
+    weights, why_not = find_inception_weights(inception_weights)
+    probe = InceptionProbe(weights, dev) if weights else None
+    notes = [why_not] if why_not else []
+    lpips_net, lpips_note = _lpips(dev)
+    notes += [lpips_note] if lpips_note else []
+    skipped: dict[str, int] = {"missing image": 0, "no target pose": 0, "size mismatch": 0}
+    known_poses = {n: i for i, n in enumerate(pose_table.names)}
+    ssims, mask_ssims, probs, mask_probs, feats, real_feats, lpips_values = [], [], [], [], [], [], []
+    samples = []
+
+    def load(row):
+        try:
+            return load_rgb(row.image), load_rgb(paths[row.tgt]), load_rgb(paths[row.src])
+        except (InputError, KeyError, TypeError):
+            return None
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        bar = tqdm(total=len(wanted), desc="evaluate", unit="pair", disable=not progress)
+        for start in range(0, len(wanted), batch_size):
+            chunk = wanted.iloc[start:start + batch_size]
+            gens, tgts, masks = [], [], []
+            for row, loaded in zip(chunk.itertuples(), pool.map(load, chunk.itertuples())):
+                if loaded is None or not isinstance(row.image, str):
+                    skipped["missing image"] += 1
+                    continue
+                gen, tgt, src = loaded
+                if row.tgt not in known_poses:
+                    skipped["no target pose"] += 1
+                    continue
+                if gen.shape != tgt.shape:
+                    skipped["size mismatch"] += 1
+                    continue
+                pose = pose_table.coords[known_poses[row.tgt]]
+                mask = body_mask(pose, gen.shape[:2])[..., None].astype(np.uint8)
+                gens.append(gen)
+                tgts.append(tgt)
+                masks.append(mask)
+                if len(samples) < num_samples:
+                    samples.append([np.array(Image.fromarray(src).resize(gen.shape[1::-1])),
+                                    draw_skeleton(pose, gen.shape[:2]), gen, tgt])
+            bar.update(len(chunk))
+            if not gens:
+                continue
+            gen, tgt, mask = np.stack(gens), np.stack(tgts), np.stack(masks)
+            ssims.append(ssim_scores(gen, tgt))
+            mask_ssims.append(ssim_scores(gen * mask, tgt * mask))
+            if probe is not None:
+                p, f = probe(gen)
+                probs.append(p)
+                feats.append(f)
+                mask_probs.append(probe(gen * mask)[0])
+                real_feats.append(probe(tgt)[1])
+            if lpips_net is not None:
+                lpips_values.append(_lpips_batch(lpips_net, gen, tgt, dev))
+        bar.close()
+    scored = sum(len(s) for s in ssims)
+    if scored == 0:
+        raise InputError(f"no scorable pair among {len(wanted)} ({', '.join(f'{k}: {v}' for k, v in skipped.items() if v)})")
+
+    cat = np.concatenate
+    metrics = {
+        "ssim": float(cat(ssims).mean()), "mask_ssim": float(cat(mask_ssims).mean()),
+        "is": inception_score(cat(probs))[0] if probs else None,
+        "mask_is": inception_score(cat(mask_probs))[0] if mask_probs else None,
+        "fid": frechet_distance(cat(feats), cat(real_feats)) if feats and scored > 1 else None,
+        "lpips": float(cat(lpips_values).mean()) if lpips_values else None,
+        "num_pairs": scored, "skipped_pairs": int(sum(skipped.values())), "skipped_by_reason": skipped,
+        "settings": {"ssim": "gaussian_weights, sigma 1.5, window 11, population covariance, over RGB, "
+                             "data_range = generated.max() - generated.min()",
+                     "mask": "PG2/Def-GAN body mask of the target pose (23 limbs, radius 4, 5x5 closing)",
+                     "is_splits": IS_SPLITS, "inception": str(weights) if weights else None},
+        "pairs": str(pairs), "generated": str(generated), "version": __version__, "notes": notes, **meta,
+    }
+    report_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(report_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(report_dir / "report.md", _markdown(metrics))
+    if samples:
+        save_png(report_dir / "samples.png", np.concatenate([np.concatenate(row, axis=1) for row in samples], axis=0))
+    return Report(metrics, report_dir, notes)
+
+
+def _lpips(dev: torch.device):
+    """LPIPS (AlexNet) when the `lpips` package and its weights are available offline."""
+    try:
+        import lpips
+
+        return lpips.LPIPS(net="alex", verbose=False).to(dev).eval(), ""
+    except Exception as err:  # noqa: BLE001 - missing package or weights: say so, go on.
+        return None, f"LPIPS skipped ({err.__class__.__name__}: the `lpips` package with its AlexNet weights is needed)."
+
+
+def _lpips_batch(net, gen: np.ndarray, tgt: np.ndarray, dev: torch.device) -> np.ndarray:
+    to = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(dev)  # noqa: E731
+    with torch.no_grad():
+        return net(to(gen), to(tgt)).flatten().cpu().numpy()
