@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from . import __version__
@@ -161,8 +163,9 @@ def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, 
                    "the pipeline, or a CUDA machine)", err=True)
     checkpoint = train(images, resolved, run_dir, pairs or workdir / "pairs-train.csv",
                        poses or workdir / "poses.csv", stage=stage, device=device, resume=resume)
-    click.echo(f"Trained '{resolved.name}' ({stage} stage{'s' if stage == 'all' else ''}) into {run_dir}: "
-               f"losses in stats.jsonl, sample grids in samples/, checkpoint {checkpoint}.")
+    if int(os.environ.get("RANK", 0)) == 0:  # Under torchrun, one summary.
+            click.echo(f"Trained '{resolved.name}' ({stage} stage{'s' if stage == 'all' else ''}) into {run_dir}: "
+                   f"losses in stats.jsonl, sample grids in samples/, checkpoint {checkpoint}.")
 
 
 @cli.command("generate")

@@ -33,6 +33,7 @@ class ModelConfig:
 
     image_size: tuple[int, int] = (128, 64)  # (H, W) of person crops; Market-1501 is 128x64.
     num_joints: int = 18            # OpenPose-18 layout, see keypoints.JOINT_NAMES.
+    heatmap_sigma: float = 6.0      # Eq. 1's sigma in pixels of image_size (6 at 128x64, as Def-GAN).
     num_levels: int = 5             # N: residual levels of G_rec's encoders and decoder (PG2: log2(H) - 2).
     base_channels: int = 128        # G_rec level i has base_channels * (i + 1) channels (PG2).
     z_dim: int = 64                 # Fully connected bottleneck of G_rec, per branch (PG2's z).

@@ -207,7 +207,7 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
         generated = report_dir / "generated"
         # Score at the data set's resolution, as the papers do, whatever the model's.
         target_size = load_rgb(paths[usable["to"].iloc[0]]).shape[:2] if len(usable) and usable["to"].iloc[0] in paths else None
-        render(model, requests, pose_table, generated / "manifest.csv", info["size"], dev, batch_size,
+        render(model, requests, pose_table, generated / "manifest.csv", info["size"], info["sigma"], dev, batch_size,
                num_workers=0, progress=progress, out_size=target_size)
         meta = {"checkpoint": info["checkpoint"], "checkpoint_step": info["step"]}
     table = find_generated(generated)

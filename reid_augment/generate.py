@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import __version__
-from .checkpoint import load_generator
+from .checkpoint import load_generator, model_config_of
 from .config import GenerateConfig
 from .data import load_crop, to_tensor, to_uint8
 from .errors import InputError
@@ -213,7 +213,7 @@ def contact_sheet(manifest: pd.DataFrame, root: Path, sources: dict[str, str], i
 
 
 def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, manifest_path: Path,
-           size: tuple[int, int], dev: torch.device, batch_size: int = 64, num_workers: int = 2,
+           size: tuple[int, int], sigma: float, dev: torch.device, batch_size: int = 64, num_workers: int = 2,
            jpeg_quality: int = 95, progress: bool = True, out_size: tuple[int, int] | None = None) -> tuple[int, int]:
     """Make the images of `requests` (one manifest row each) that `manifest_path` does not list yet.
 
@@ -238,8 +238,8 @@ def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, man
         bar = tqdm(total=len(todo), desc="generate", unit="img", disable=not progress)
         for index, src_img, src_pose, tgt_pose in loader:
             src_img = src_img.to(dev, non_blocking=True)
-            src_maps = to_heatmaps(src_pose.to(dev), size)
-            tgt_maps = to_heatmaps(tgt_pose.to(dev), size)
+            src_maps = to_heatmaps(src_pose.to(dev), size, sigma)
+            tgt_maps = to_heatmaps(tgt_pose.to(dev), size, sigma)
             with torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext():
                 refined = model(src_img, src_maps, tgt_maps)[1].float()
             if out_size is not None and tuple(out_size) != tuple(size):
@@ -262,8 +262,9 @@ def load_for_inference(checkpoint: str | os.PathLike, device: str) -> tuple[torc
 
     dev = resolve_device(device)
     model, state = load_generator(checkpoint, map_location="cpu")
+    cfg = model_config_of(state)
     return model.to(dev), {"checkpoint": file_sha256(checkpoint), "step": int(state["step"]), "version": __version__,
-                           "size": tuple(state["model_config"]["image_size"])}, dev
+                           "size": cfg.image_size, "sigma": cfg.heatmap_sigma}, dev
 
 
 def generate(images: str | os.PathLike, checkpoint: str | os.PathLike, poses: str | os.PathLike,
@@ -283,7 +284,7 @@ def generate(images: str | os.PathLike, checkpoint: str | os.PathLike, poses: st
         cfg.strategy, info["checkpoint"], info["step"], info["version"])
     name = "manifest.csv" if shard[1] == 1 else f"manifest.shard-{shard[0]}-of-{shard[1]}.csv"
     manifest_path = out_dir / name
-    made, already = render(model, requests, pose_table, manifest_path, info["size"], dev, cfg.batch_size,
+    made, already = render(model, requests, pose_table, manifest_path, info["size"], info["sigma"], dev, cfg.batch_size,
                            cfg.num_workers, cfg.jpeg_quality, progress)
     manifest = read_manifest(manifest_path)
     if len(manifest):

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, default_collate
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, model_config_of, rng_state, save_checkpoint, set_rng_state
-from .config import Recipe, dump_recipe, recipe_to_dict
+from .config import ModelConfig, Recipe, dump_recipe, recipe_to_dict
 from .data import PairDataset, StepSampler, resolve_pairs, to_uint8
 from .errors import InputError, TrainingError
 from .fileio import atomic_write_text, save_png
@@ -84,11 +84,11 @@ def _sample_grid(model: VDG, batch: dict, size: tuple[int, int]) -> np.ndarray:
     return np.concatenate([np.concatenate(row, axis=1) for row in zip(*columns)], axis=0)
 
 
-def _to_device(batch: dict, dev: torch.device, size: tuple[int, int], channels_last: bool) -> dict:
+def _to_device(batch: dict, dev: torch.device, cfg: ModelConfig, channels_last: bool) -> dict:
     """Move a batch to the device and draw its heatmaps there, batched."""
     out = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-    out["src_maps"] = to_heatmaps(out["src_pose"], size)
-    out["tgt_maps"] = to_heatmaps(out["tgt_pose"], size)
+    out["src_maps"] = to_heatmaps(out["src_pose"], cfg.image_size, cfg.heatmap_sigma)
+    out["tgt_maps"] = to_heatmaps(out["tgt_pose"], cfg.image_size, cfg.heatmap_sigma)
     if channels_last:
         for key in ("src_img", "tgt_img", "src_maps", "tgt_maps", "tgt_mask"):
             out[key] = out[key].contiguous(memory_format=torch.channels_last)
@@ -179,7 +179,7 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
     loader = DataLoader(dataset, tc.batch_size, sampler=sampler, num_workers=tc.num_workers, pin_memory=cuda,
                         drop_last=True, persistent_workers=tc.num_workers > 0)
     fixed = [dataset[(i, False)] for i in range(min(4, len(dataset)))]
-    fixed = _to_device(default_collate(fixed), dev, model_cfg.image_size, channels_last)
+    fixed = _to_device(default_collate(fixed), dev, model_cfg, channels_last)
     use_bf16 = cuda and tc.amp and torch.cuda.is_bf16_supported()
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
     rec_net, ref_net, disc_net = model.rec, model.ref, disc
@@ -203,7 +203,7 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
     tick = time.perf_counter()
     while step < end:
         t0 = time.perf_counter()
-        batch = _to_device(next(batches), dev, model_cfg.image_size, channels_last)
+        batch = _to_device(next(batches), dev, model_cfg, channels_last)
         wait_time += time.perf_counter() - t0
         losses: dict[str, torch.Tensor] = {}
         if step < tc.rec_steps:

@@ -80,3 +80,20 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(cuhk_dir, workdir, 
     with pytest.raises(TrainingError, match="non-finite"):
         _train(cuhk_dir, workdir, run, "train.rec_steps=4", "train.log_every=1", stage="rec")
     assert load_checkpoint(run / "checkpoints" / "latest.pt")["step"] == 2
+
+
+def test_ddp_under_torchrun_on_cpu(cuhk_dir, workdir, tmp_path):
+    """Two processes (gloo): rank 0 alone writes, the run finishes both stages."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "reid_augment.cli", "train", str(cuhk_dir), "-w", str(workdir), "--recipe", "tiny", "-o", str(tmp_path / "run"),
+           "--set", "train.rec_steps=2", "--set", "train.ref_steps=1", "--set", "train.num_workers=0",
+           "--set", "train.log_every=1", "--device", "cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("Trained 'tiny'") == 1
+    logs = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs] == [1, 2, 3]
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] == 3

@@ -1,0 +1,76 @@
+"""Run every benchmark and rewrite the table in benchmarks/RESULTS.md (device, torch version, figures, ratios).
+
+Usage: python benchmarks/run_all.py [--device auto]
+Each benchmark prints JSON lines; this script collects them and replaces the part of RESULTS.md between the
+markers, keeping the notes around it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def run(script: str, *args: str) -> list[dict]:
+    done = subprocess.run([sys.executable, str(HERE / script), *args], capture_output=True, text=True, check=True)
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def row(record: dict) -> str:
+    b = record["bench"]
+    if b == "build_pairs":
+        return f"| build-pairs ({record['scale']}, {record['images']} images) | {record['pairs_per_s']:,} pairs/s | {record['pairs']:,} pairs in {record['seconds']} s |"
+    if b == "estimate_poses":
+        if "skipped" in record:
+            return f"| estimate-poses ({record['backend']}) | skipped | {record['skipped']} |"
+        return f"| estimate-poses ({record['backend']}, {record['device']}) | {record['images_per_s']} images/s | {record['images']} images |"
+    if b == "train":
+        return (f"| train {record['stage']} stage ({record['recipe']}, batch {record['batch_size']}, {record['device']}) | "
+                f"{record['images_per_s']} images/s | data wait {record['data_wait_share']:.1%} of step time |")
+    if b == "generate":
+        return (f"| generate end to end ({record['recipe']}, batch {record['batch_size']}, {record['device']}) | "
+                f"{record['end_to_end_images_per_s']} images/s | bare forward {record['bare_forward_images_per_s']} "
+                f"images/s; ratio {record['ratio']:.0%} |")
+    if b == "metrics_ssim":
+        return f"| evaluate SSIM + mask-SSIM ({record['device']}) | {record['pairs_per_s']} pairs/s | {record['pairs']} pairs |"
+    return f"| {b} | {record} | |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    dev = ["--device", args.device]
+    cuda = torch.cuda.is_available() and args.device != "cpu"
+    # The paper-size model runs at about one image per second on a small CPU: keep the CPU runs short.
+    market_train = ["--batch-size", "16", "--steps", "20"] if cuda else ["--batch-size", "4", "--steps", "2"]
+    market_generate = ["--batch-size", "64", "--per-id", "32"] if cuda else ["--batch-size", "16", "--per-id", "4"]
+    records = (run("bench_pairs.py") + run("bench_estimate.py", *dev)
+               + run("bench_train.py", "--recipe", "tiny", "--batch-size", "8", "--steps", "20", *dev)
+               + run("bench_train.py", "--recipe", "market1501", *market_train, *dev)
+               + run("bench_generate.py", *market_generate, *dev) + run("bench_metrics.py"))
+    device = torch.cuda.get_device_name(0) if cuda else (
+        f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
+    table = "\n".join([BEGIN, f"Run {date.today()} on {device}, torch {torch.__version__}, Python "
+                       f"{platform.python_version()}.", "", "| benchmark | figure | detail |", "|---|---|---|",
+                       *map(row, records), END])
+    text = RESULTS.read_text() if RESULTS.is_file() else f"# Benchmark results\n\n{BEGIN}\n{END}\n"
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    RESULTS.write_text(head + table + tail)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

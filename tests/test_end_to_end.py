@@ -1,0 +1,20 @@
+"""The demo: every stage on the bundled sample, as `reid-augment demo` runs it (fewer training steps)."""
+
+import json
+
+import pandas as pd
+
+from reid_augment.demo import run_demo
+
+
+def test_demo_runs_every_stage(tmp_path):
+    said = []
+    paths = run_demo(tmp_path / "demo", say=said.append, train_steps=(6, 3), progress=False)
+    for key in ("contact_sheet", "manifest", "checkpoint", "metrics"):
+        assert paths[key].is_file(), key
+    manifest = pd.read_csv(paths["manifest"], dtype={"pid": str})
+    assert manifest.groupby("pid").size().eq(2).all() and manifest["pid"].nunique() == 12
+    metrics = json.loads(paths["metrics"].read_text())
+    assert metrics["num_pairs"] > 0 and 0 < metrics["mask_ssim"] <= 1
+    assert [s[:5] for s in said if s.startswith("[")] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
+    assert said[-1].startswith("Done. Contact sheet:")
