@@ -11,7 +11,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
 
 from reid_augment.config import PairConfig
 from reid_augment.evaluate import evaluate

@@ -2,12 +2,17 @@
 
 __version__ = "0.1.0"
 
+# The verbs a Python user starts from. `train`, `generate` and `evaluate` share their module's name, so
+# they are imported from their modules (from reid_augment.train import train).
 _PUBLIC = {
+    "estimate_poses": "estimate",
     "build_pairs": "pairs",
+    "run_build_pairs": "pairs",
     "read_poses": "poses",
     "write_poses": "poses",
     "scan_images": "images",
     "load_recipe": "config",
+    "run_demo": "demo",
 }
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from PIL import Image
 from . import __version__
 from .errors import InputError
 from .fileio import atomic_write_text, save_png
-from .generate import MANIFEST_COLUMNS, load_for_inference, read_manifest, render
+from .generate import load_for_inference, read_manifest, render
 from .images import camera_id_of, load_rgb, person_id_of, scan_images
 from .keypoints import body_mask, draw_skeleton
 from .losses import ssim

@@ -9,7 +9,6 @@ from pathlib import Path
 from .errors import InputError
 from .images import parse_market_name
 
-MARKET_SUBDIRS = ("bounding_box_train", "bounding_box_test", "query")
 
 
 def find_market_dir(root: str | os.PathLike) -> Path:

@@ -210,10 +210,17 @@ def run_build_pairs(images_root: str | os.PathLike, workdir: str | os.PathLike, 
         from .estimate import estimate_poses
 
         poses_path = Path(workdir) / "poses.csv"
-        estimate_poses(train_images, poses_path, pose_backend)
+        try:
+            estimate_poses(train_images, poses_path, pose_backend)
+        except InputError as err:
+            raise InputError(f"{err} [build-pairs: pass --poses FILE, or --pose-backend mediapipe]") from None
     poses = read_poses(poses_path)
     test_poses = read_poses(test_poses_path) if test_poses_path is not None else None
     pair_set = build_pairs(poses, cfg, train_images, test_poses)
+    if pair_set.stats["kept"] == 0:
+        pair_set.warnings.append(f"{poses_path}: no image has a usable pose under the filter rule; check the pose "
+                                 f"file, loosen --require-joints, or estimate poses (drop --poses; `make pose` "
+                                 f"installs the pose backends)")
     pair_set.stats.update(images_found=len(image_set.images) + len(image_set.skipped),
                           images_unreadable=len(image_set.skipped), distractor_images=image_set.distractors)
     pair_set.warnings[:0] = [f"{name}: {reason}; skipped" for name, reason in image_set.skipped]

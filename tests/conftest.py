@@ -77,7 +77,7 @@ def market_root(tmp_path_factory, cuhk_dir) -> Path:
         (root / sub).mkdir(parents=True)
     queried = set()
     for path in sorted(cuhk_dir.glob("*.jpg")):
-        pid, cam = int(path.name[:4]), int(path.name[6])
+        pid = int(path.name[:4])
         sub = "bounding_box_train" if pid <= 6 else "query" if pid not in queried else "bounding_box_test"
         queried.add(pid)
         shutil.copy(path, root / sub / path.name)

@@ -1,4 +1,3 @@
-import shutil
 
 from click.testing import CliRunner
 
@@ -58,3 +57,23 @@ def test_no_usable_image_is_an_error(tmp_path):
     (folder / "0001_c1s1_000000_00.jpg").write_bytes(b"")
     result = _run("build-pairs", folder, "--poses", tmp_path / "p.csv", "-o", tmp_path / "w")
     assert result.exit_code == 1 and "no usable image" in result.output
+
+
+def test_no_usable_pose_explains_the_ways_out(cuhk_copy, tmp_path):
+    import numpy as np
+
+    from reid_augment.images import scan_images
+    from reid_augment.poses import PoseTable, write_poses
+
+    names = scan_images(cuhk_copy).images["name"]
+    write_poses(tmp_path / "p.csv", PoseTable.from_arrays(names, np.full((len(names), 18, 2), -1.0)))
+    result = _run("build-pairs", cuhk_copy, "--poses", tmp_path / "p.csv", "-o", tmp_path / "w")
+    assert result.exit_code == 0
+    assert "no image has a usable pose" in result.output and "make pose" in result.output
+
+
+def test_train_dry_run_prints_the_resolved_recipe():
+    result = _run("train", "anything", "--recipe", "tiny", "--set", "train.rec_steps=7", "--dry-run")
+    assert result.exit_code == 0 and "rec_steps: 7" in result.output and "heatmap_sigma: 3.0" in result.output
+    result = _run("train", "anything", "--recipe", "tiny", "--set", "train.nope=1", "--dry-run")
+    assert result.exit_code == 1 and "unknown key 'nope'" in result.output
