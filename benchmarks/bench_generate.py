@@ -1,13 +1,16 @@
 """End-to-end `generate` images/s against the bare generator forward pass, same model, batch and device.
 
 Usage: python benchmarks/bench_generate.py [--recipe market1501] [--batch-size 32] [--per-id 8] [--device auto]
-Prints one JSON line. The goal: end-to-end >= 80% of the bare forward rate.
+Prints one JSON line. The goal: end-to-end >= 80% of the bare forward rate. With --memory it instead prints the
+peak memory of whole `generate` processes (tiny model) at growing N, which should stay flat.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +42,33 @@ def bare_forward_rate(model: VDG, size: tuple[int, int], batch: int, dev: torch.
     return batch * batches / (time.perf_counter() - start)
 
 
+_PEAK = """
+import resource, sys, torch
+from reid_augment.checkpoint import save_checkpoint
+from reid_augment.config import GenerateConfig, load_recipe
+from reid_augment.generate import generate
+from reid_augment.networks import VDG
+cfg = load_recipe("tiny").model
+model = VDG(cfg)
+save_checkpoint(sys.argv[2] + "/m.pt", model_config=cfg, step=0, rec=model.rec.state_dict(), ref=model.ref.state_dict())
+generate(sys.argv[1], sys.argv[2] + "/m.pt", sys.argv[1] + "/annotations.csv", sys.argv[2] + "/out",
+         GenerateConfig(per_id=int(sys.argv[3]), batch_size=32, num_workers=0), device="cpu", progress=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_memory(per_ids: list[int]) -> None:
+    """Peak RSS (MiB) of a fresh process generating N images per identity, for each N."""
+    peaks = {}
+    for n in per_ids:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = subprocess.run([sys.executable, "-c", _PEAK, str(SAMPLE), tmp, str(n)], capture_output=True,
+                                 text=True, check=True)
+            peaks[n] = round(int(out.stdout.split()[-1]) / 1024, 1)
+    print(json.dumps({"bench": "generate_memory", "device": "cpu", "recipe": "tiny", "images": {n: 12 * n for n in per_ids},
+                      "peak_rss_mib": peaks}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--recipe", default="market1501")
@@ -46,7 +76,11 @@ def main() -> None:
     parser.add_argument("--per-id", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--memory", action="store_true", help="Peak memory at growing N instead of speed.")
     args = parser.parse_args()
+    if args.memory:
+        peak_memory([4, 32, 128])
+        return
     dev = resolve_device(args.device)
     cfg = load_recipe(args.recipe).model
     torch.manual_seed(0)

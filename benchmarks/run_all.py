@@ -1,8 +1,8 @@
-"""Run every benchmark and rewrite the table in benchmarks/RESULTS.md (device, torch version, figures, ratios).
+"""Run every benchmark and rewrite the table in benchmarks/RESULTS.md and README.md (device, torch, figures, ratios).
 
 Usage: python benchmarks/run_all.py [--device auto]
-Each benchmark prints JSON lines; this script collects them and replaces the part of RESULTS.md between the
-markers, keeping the notes around it.
+Each benchmark prints JSON lines; this script collects them and replaces the part of each file between the
+markers, keeping the text around it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "RESULTS.md"
+TABLE_FILES = (HERE / "RESULTS.md", HERE.parent / "README.md")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
@@ -42,6 +42,9 @@ def row(record: dict) -> str:
         return (f"| generate end to end ({record['recipe']}, batch {record['batch_size']}, {record['device']}) | "
                 f"{record['end_to_end_images_per_s']} images/s | bare forward {record['bare_forward_images_per_s']} "
                 f"images/s; ratio {record['ratio']:.0%} |")
+    if b == "generate_memory":
+        peaks = ", ".join(f"{record['images'][n]} images: {mib} MiB" for n, mib in record["peak_rss_mib"].items())
+        return f"| generate peak memory ({record['recipe']}, {record['device']}) | {peaks} | whole process, fresh each |"
     if b == "metrics_ssim":
         return f"| evaluate SSIM + mask-SSIM ({record['device']}) | {record['pairs_per_s']} pairs/s | {record['pairs']} pairs |"
     return f"| {b} | {record} | |"
@@ -59,16 +62,17 @@ def main() -> None:
     records = (run("bench_pairs.py") + run("bench_estimate.py", *dev)
                + run("bench_train.py", "--recipe", "tiny", "--batch-size", "8", "--steps", "20", *dev)
                + run("bench_train.py", "--recipe", "market1501", *market_train, *dev)
-               + run("bench_generate.py", *market_generate, *dev) + run("bench_metrics.py"))
+               + run("bench_generate.py", *market_generate, *dev) + run("bench_generate.py", "--memory")
+               + run("bench_metrics.py"))
     device = torch.cuda.get_device_name(0) if cuda else (
         f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
     table = "\n".join([BEGIN, f"Run {date.today()} on {device}, torch {torch.__version__}, Python "
                        f"{platform.python_version()}.", "", "| benchmark | figure | detail |", "|---|---|---|",
                        *map(row, records), END])
-    text = RESULTS.read_text() if RESULTS.is_file() else f"# Benchmark results\n\n{BEGIN}\n{END}\n"
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    RESULTS.write_text(head + table + tail)
+    for path in TABLE_FILES:
+        head, _, rest = path.read_text().partition(BEGIN)
+        _, _, tail = rest.partition(END)
+        path.write_text(head + table + tail)
     print(table)
 
 

@@ -25,7 +25,7 @@ from . import __version__
 from .errors import InputError
 from .fileio import atomic_write_text, save_png
 from .generate import load_for_inference, read_manifest, render
-from .images import camera_id_of, load_rgb, person_id_of, scan_images
+from .images import identities, load_rgb, scan_images
 from .keypoints import body_mask, draw_skeleton
 from .losses import ssim
 from .pairs import read_pair_file
@@ -197,9 +197,10 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
         known = set(pose_table.names)
         usable = pair_table[pair_table["from"].isin(paths) & pair_table["from"].isin(known)
                             & pair_table["to"].isin(known)]
+        pids, cams = identities(usable["from"])
         requests = pd.DataFrame({
             "image": [f"images/{a}___{b}.png" for a, b in zip(usable["from"], usable["to"])],
-            "pid": [person_id_of(a) for a in usable["from"]], "camid": [camera_id_of(a) for a in usable["from"]],
+            "pid": pids, "camid": cams,
             "source": usable["from"].to_numpy(), "source_path": [paths[a] for a in usable["from"]],
             "pose_from": usable["to"].to_numpy(), "seed": 0, "strategy": "pairs",
             "checkpoint": info["checkpoint"], "step": info["step"], "version": info["version"]})

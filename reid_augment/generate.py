@@ -29,7 +29,7 @@ from .config import GenerateConfig
 from .data import load_crop, to_tensor, to_uint8
 from .errors import InputError
 from .fileio import atomic_open, save_png
-from .images import ImageSet, is_distractor, load_rgb, scan_images
+from .images import DISTRACTOR_IDS, ImageSet, load_rgb, scan_images
 from .keypoints import to_heatmaps, valid_pose_mask
 from .posebank import STRATEGIES, farthest_order, kmeans_medoids, normalise
 from .poses import PoseTable, read_poses
@@ -86,7 +86,7 @@ def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig, size: tuple[in
     has_pose = table["name"].map(index).notna().to_numpy()
     rows = table["name"].map(index).fillna(0).astype(int).to_numpy()
     usable = has_pose & valid_pose_mask(poses.coords[rows])
-    usable &= ~table["person_id"].map(is_distractor).to_numpy(dtype=bool)
+    usable &= ~table["person_id"].isin(DISTRACTOR_IDS).to_numpy()
     sources = table[usable].sort_values("name")
     bank_names = sources["name"].to_numpy()
     if len(bank_names) == 0:

@@ -37,22 +37,25 @@ def parse_market_name(name: str) -> tuple[str, int]:
     return match.group(1), int(match.group(2))
 
 
-def person_id_of(name: str) -> str:
-    """Person id of an image name: the folder of `<person_id>/<image>` names, else the Market prefix."""
-    return name.split("/", 1)[0] if "/" in name else parse_market_name(name)[0]
+def identities(names) -> tuple[np.ndarray, np.ndarray]:
+    """Person ids (str) and camera ids (int, -1 when absent) of image names, in one pass.
 
+    A name is `<person_id>/<image>` (the folder is the person) or Market-1501 style; the camera comes
+    from a Market-style file name in either case.
 
-def camera_id_of(name: str) -> int:
-    """Camera id of an image name, -1 where the name does not carry one."""
-    try:
-        return parse_market_name(name)[1]
-    except ValueError:
-        return -1
-
-
-def is_distractor(person_id: str) -> bool:
-    """Market-1501 marks distractors with id -1 and junk boxes with 0000: never a real person."""
-    return person_id in DISTRACTOR_IDS
+    Raises:
+        InputError: a name is neither.
+    """
+    pids, cams = [], []
+    for name in names:
+        folder, sep, base = name.partition("/")
+        match = _MARKET_NAME.match(base.rpartition("/")[2] if sep else name)
+        if not sep and match is None:
+            raise InputError(f"{name}: image name is neither Market-1501 style (0002_c1s1_000451_03.jpg) "
+                             f"nor <person_id>/<image>")
+        pids.append(folder if sep else match.group(1))
+        cams.append(int(match.group(2)) if match else -1)
+    return np.array(pids, dtype=object), np.array(cams, dtype=np.int64)
 
 
 @dataclass
@@ -96,7 +99,8 @@ def scan_images(root: str | os.PathLike, include_distractors: bool = False) -> I
     else:
         for person_dir in sorted(p for p in root.iterdir() if p.is_dir()):
             for path in _list_images(person_dir):
-                rows.append((f"{person_dir.name}/{path.name}", str(path), person_dir.name, camera_id_of(path.name), "train"))
+                name = f"{person_dir.name}/{path.name}"
+                rows.append((name, str(path), person_dir.name, int(identities([name])[1][0]), "train"))
     images = pd.DataFrame(rows, columns=COLUMNS)
     if images.empty:
         raise InputError(f"{root}: no image files found ({', '.join(sorted(IMAGE_EXTENSIONS))})")

@@ -18,7 +18,7 @@ import pandas as pd
 from .config import PairConfig
 from .errors import InputError
 from .fileio import atomic_open, atomic_write_text
-from .images import ImageSet, camera_id_of, check_images, is_distractor, person_id_of, scan_images
+from .images import DISTRACTOR_IDS, ImageSet, check_images, identities, scan_images
 from .keypoints import valid_pose_mask
 from .poses import PoseTable, read_poses, write_poses
 
@@ -71,6 +71,11 @@ def make_pairs(names: np.ndarray, person_ids: np.ndarray, camera_ids: np.ndarray
     return pd.DataFrame({"from": names[src], "to": names[tgt], "pid": person_ids[src]}, columns=PAIR_COLUMNS)
 
 
+def _isin(values: np.ndarray, members) -> np.ndarray:
+    """Hash-based membership for object arrays (np.isin sorts them, which is slow)."""
+    return pd.Series(values, dtype=object).isin(list(members)).to_numpy()
+
+
 @dataclass
 class PairSet:
     """Train and test pairs, the poses they index, and the counts for the summary."""
@@ -81,14 +86,6 @@ class PairSet:
     test_poses: PoseTable | None
     stats: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-
-
-def _person_ids(names: np.ndarray) -> np.ndarray:
-    return np.array([person_id_of(n) for n in names], dtype=object)
-
-
-def _camera_ids(names: np.ndarray) -> np.ndarray:
-    return np.array([camera_id_of(n) for n in names], dtype=np.int64)
 
 
 def build_pairs(poses: PoseTable, cfg: PairConfig, images: ImageSet | None = None,
@@ -116,37 +113,37 @@ def build_pairs(poses: PoseTable, cfg: PairConfig, images: ImageSet | None = Non
         stats["pose_rows_unknown_image"] = int(unknown.sum())
         stats["images_without_pose_row"] = int(len(known - set(names)))
         poses = poses.subset(~unknown)
-    pids = _person_ids(poses.names)
-    distractor = np.array([is_distractor(p) for p in pids], dtype=bool)
+    pids, cams = identities(poses.names)
+    distractor = _isin(pids, DISTRACTOR_IDS)
     valid = valid_pose_mask(poses.coords, cfg.require_joints, cfg.min_joints)
     stats["distractors"] = int(distractor.sum())
     stats["pose_less"] = int((~valid & ~distractor).sum())
-    kept = poses.subset(valid & ~distractor)
-    kept_pids = pids[valid & ~distractor]
+    keep = valid & ~distractor
+    kept, kept_pids, kept_cams = poses.subset(keep), pids[keep], cams[keep]
 
     # Choose the test identities.
     if test_poses is not None:
-        test_pids = _person_ids(test_poses.names)
+        test_pids, test_cams = identities(test_poses.names)
         test_keep = valid_pose_mask(test_poses.coords, cfg.require_joints, cfg.min_joints)
-        test_keep &= ~np.array([is_distractor(p) for p in test_pids], dtype=bool)
-        test = test_poses.subset(test_keep)
-        test_ids = set(test_pids[test_keep])
+        test_keep &= ~_isin(test_pids, DISTRACTOR_IDS)
+        test, test_pids, test_cams = test_poses.subset(test_keep), test_pids[test_keep], test_cams[test_keep]
+        test_ids = set(test_pids)
     else:
         unique = pd.unique(kept_pids)
         if cfg.test_ids >= len(unique) and cfg.test_ids > 0:
             raise InputError(f"--test-ids {cfg.test_ids}: only {len(unique)} identities have a usable pose")
         rng = np.random.default_rng(cfg.seed)
         test_ids = set(rng.choice(unique, size=cfg.test_ids, replace=False)) if cfg.test_ids else set()
-        test = kept.subset(np.isin(kept_pids, list(test_ids)))
-    in_test = np.isin(kept_pids, list(test_ids))
+        held = _isin(kept_pids, test_ids)
+        test, test_pids, test_cams = kept.subset(held), kept_pids[held], kept_cams[held]
+    in_test = _isin(kept_pids, test_ids)
     if test_poses is not None and in_test.any():
         warnings.append(f"{len(set(kept_pids[in_test]))} identities of the test poses are also in the training "
                         f"images; their {int(in_test.sum())} training images are left out")
-    train = kept.subset(~in_test)
-    train_pids = kept_pids[~in_test]
+    train, train_pids = kept.subset(~in_test), kept_pids[~in_test]
 
-    train_pairs = make_pairs(train.names, train_pids, _camera_ids(train.names), cfg)
-    all_test = make_pairs(test.names, _person_ids(test.names), _camera_ids(test.names), cfg)
+    train_pairs = make_pairs(train.names, train_pids, kept_cams[~in_test], cfg)
+    all_test = make_pairs(test.names, test_pids, test_cams, cfg)
     test_pairs = all_test.sample(n=min(cfg.num_test_pairs, len(all_test)), random_state=cfg.seed)
     counts = pd.Series(train_pids).value_counts()
     stats.update(

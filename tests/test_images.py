@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from reid_augment.errors import InputError
-from reid_augment.images import check_images, load_rgb, parse_market_name, person_id_of, scan_images
+from reid_augment.images import check_images, identities, load_rgb, parse_market_name, scan_images
 
 
 def test_parse_market_name():
@@ -12,7 +12,7 @@ def test_parse_market_name():
     assert parse_market_name("path/to/1501_c6s4_001877_02.jpg") == ("1501", 6)
     with pytest.raises(ValueError, match="not a Market-1501 name"):
         parse_market_name("person.jpg")
-    assert person_id_of("alice/img1.jpg") == "alice"
+    assert identities(["alice/img1.jpg"])[0].tolist() == ["alice"]
 
 
 def test_flat_folder_excludes_distractors_and_counts_them(cuhk_copy):

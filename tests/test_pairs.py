@@ -4,7 +4,7 @@ import pytest
 
 from reid_augment.config import PairConfig
 from reid_augment.errors import InputError
-from reid_augment.images import person_id_of
+from reid_augment.images import identities
 from reid_augment.pairs import build_pairs, ordered_pairs, read_pair_file
 from reid_augment.poses import PoseTable, read_poses
 
@@ -30,13 +30,13 @@ def test_pair_invariants_on_real_poses(cuhk_dir):
     pair_set = build_pairs(poses, PairConfig(test_ids=3))
     train, test = pair_set.train, pair_set.test
     for pairs in (train, test):
-        assert (pairs["from"].map(person_id_of) == pairs["to"].map(person_id_of)).all()
+        assert (identities(pairs["from"])[0] == identities(pairs["to"])[0]).all()
         assert (pairs["from"] != pairs["to"]).all()
         assert not pairs.duplicated(["from", "to"]).any()
     assert not set(train["pid"]) & set(test["pid"])
     assert pair_set.stats["test_identities"] == 3
     # Every kept training image of an identity pairs with every other one: n * (n - 1) pairs.
-    sizes = pd.concat([train["from"]]).drop_duplicates().map(person_id_of).value_counts()
+    sizes = pd.Series(identities(train["from"].drop_duplicates())[0]).value_counts()
     assert len(train) == int((sizes * (sizes - 1)).sum())
 
 
@@ -94,3 +94,15 @@ def test_read_pair_file_errors(tmp_path):
     (tmp_path / "p.csv").write_text("a,b\n1,2\n")
     with pytest.raises(InputError, match="columns 'from' and 'to'"):
         read_pair_file(tmp_path / "p.csv")
+
+
+def test_unparseable_names_in_a_pose_file_are_a_clear_error():
+    poses = PoseTable.from_arrays(["0001_c1s1_000001_00.jpg", "frame12.jpg"], np.full((2, 18, 2), 10.0))
+    with pytest.raises(InputError, match="frame12.jpg: image name is neither Market-1501 style"):
+        build_pairs(_synthetic(2, 2), PairConfig(), test_poses=poses)
+
+
+def test_identities_of_both_layouts():
+    names = ["0002_c1s1_000451_03.jpg", "-1_c5s3_086412_11.jpg", "alice/0007_c3s1_1.jpg", "bob/img.png"]
+    pids, cams = identities(names)
+    assert pids.tolist() == ["0002", "-1", "alice", "bob"] and cams.tolist() == [1, 5, 3, -1]
