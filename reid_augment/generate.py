@@ -96,11 +96,12 @@ def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig, size: tuple[in
     bank = normalise(poses.lookup(bank_names), size)
     medoids = kmeans_medoids(bank, cfg.kmeans_k, cfg.seed) if cfg.strategy == "kmeans" else None
 
-    ids = sorted(set(bank_pids))
+    codes, ids = pd.factorize(bank_pids, sort=True)  # Integer codes: fast per-identity masks.
     plan_rows = []  # (pid, k, source row, target row, seed)
-    for pid in ids[shard[0]::shard[1]]:
-        own = np.flatnonzero(bank_pids == pid)
-        others = np.flatnonzero(bank_pids != pid)
+    for code in range(shard[0], len(ids), shard[1]):
+        pid = ids[code]
+        own = np.flatnonzero(codes == code)
+        others = np.flatnonzero(codes != code)
         if len(others) == 0:
             raise InputError(f"the pose bank has no pose of another identity than {pid}")
         if cfg.strategy == "novel":

@@ -90,3 +90,21 @@ def test_empty_pose_bank_and_bad_checkpoint_are_clear_errors(cuhk_dir, checkpoin
         parse_shard("2")
     with pytest.raises(InputError, match="0 <= i < n"):
         parse_shard("2/2")
+
+
+def test_novel_targets_are_the_poses_farthest_from_the_identity(cuhk_dir):
+    from reid_augment.posebank import farthest_order, normalise
+
+    images, poses = scan_images(cuhk_dir), read_poses(cuhk_dir / "annotations.csv")
+    requests, _ = plan(images, poses, GenerateConfig(per_id=3, strategy="novel"), (128, 64))
+    rows = requests[requests["pid"] == "0001"]
+    own_names = [n for n in poses.names if n.startswith("0001_")]
+    bank = normalise(poses.coords, (128, 64))
+    own = bank[[list(poses.names).index(n) for n in own_names]]
+    nearest = np.sqrt(((bank[:, None] - own[None]) ** 2).sum(-1)).min(1)
+    chosen = nearest[[list(poses.names).index(n) for n in rows["pose_from"]]]
+    others = ~np.char.startswith(poses.names.astype(str), "0001_")
+    assert chosen.min() >= np.percentile(nearest[others], 90)
+    # The matrix-product distance ranks like the direct one.
+    direct = np.argsort(-nearest, kind="stable")
+    assert (farthest_order(bank, own)[:5] == direct[:5]).all()
