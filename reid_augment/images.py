@@ -143,16 +143,19 @@ def _problem(path: str) -> str | None:
     return None
 
 
-def check_images(image_set: ImageSet, n_jobs: int = 4) -> ImageSet:
+def check_images(image_set: ImageSet, n_jobs: int = 4, progress: bool = True) -> ImageSet:
     """Decode every image once (in parallel threads) and drop the unreadable ones, with reasons.
 
     Raises:
         InputError: no image is usable.
     """
     from joblib import Parallel, delayed
+    from tqdm import tqdm
 
     paths = image_set.images["path"].tolist()
-    problems = Parallel(n_jobs=n_jobs, prefer="threads", batch_size=64)(delayed(_problem)(p) for p in paths)
+    checks = Parallel(n_jobs=n_jobs, prefer="threads", batch_size=64, return_as="generator")(
+        delayed(_problem)(p) for p in paths)
+    problems = list(tqdm(checks, total=len(paths), desc="check images", unit="img", disable=not progress))
     bad = np.array([p is not None for p in problems], dtype=bool)
     skipped = image_set.skipped + [
         (name, reason) for name, reason in zip(image_set.images["name"][bad], np.array(problems, dtype=object)[bad])
