@@ -40,7 +40,7 @@ def load_crop(path: str, pose: np.ndarray, size: tuple[int, int]) -> tuple[np.nd
     return rgb, pose.astype(np.float32)
 
 
-def resolve_pairs(pairs: pd.DataFrame, poses: PoseTable, paths: dict[str, str], where: str) -> pd.DataFrame:
+def resolve_pairs(pairs: pd.DataFrame, poses: PoseTable, paths: dict[str, str], where: str) -> None:
     """Check that every pair's images exist and have poses; a clear error lists the first missing ones."""
     names = pd.unique(pd.concat([pairs["from"], pairs["to"]]))
     no_image = [n for n in names if n not in paths]
@@ -50,7 +50,6 @@ def resolve_pairs(pairs: pd.DataFrame, poses: PoseTable, paths: dict[str, str], 
         if missing:
             more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
             raise InputError(f"{where}: {len(missing)} images have {what}: {', '.join(missing[:5])}{more}")
-    return pairs
 
 
 class PairDataset(Dataset):

@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import InputError
 from .fileio import atomic_open, atomic_write_text
-from .images import ImageSet, load_rgb, scan_images
+from .images import ImageSet, scan_images, try_load_rgb
 from .keypoints import coco17_to_openpose18
 from .poses import HEADER, PoseTable, format_pose_rows, read_poses
 
@@ -252,17 +252,11 @@ def estimate_poses(images: str | os.PathLike | ImageSet, output: str | os.PathLi
             f.writelines(rows)
         atomic_write_text(sidecar, json.dumps({**meta, "scores": scores}) + "\n")
 
-    def decode(path: str):
-        try:
-            return load_rgb(path), None
-        except InputError as err:
-            return None, str(err).split(": ", 1)[1]
-
     names, paths = todo["name"].tolist(), todo["path"].tolist()
     chunk = max(64, batch_size)
     with ThreadPoolExecutor(max_workers=4) as pool:
         # Decoding runs ahead in threads while the model works on the previous batch.
-        decoded = pool.map(decode, paths)
+        decoded = pool.map(try_load_rgb, paths)
         bar = tqdm(total=len(names), desc=f"poses ({backend})", unit="img", disable=not progress)
         since_flush = 0
         for offset in range(0, len(names), batch_size):

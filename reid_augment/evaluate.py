@@ -30,6 +30,7 @@ from .keypoints import body_mask, draw_skeleton
 from .losses import ssim
 from .pairs import read_pair_file
 from .poses import read_poses
+from .preview import grid
 
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's cache name.
 IS_SPLITS = 10
@@ -182,6 +183,8 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
     """
     from tqdm import tqdm
 
+    from .train import resolve_device
+
     if (checkpoint is None) == (generated is None):
         raise InputError("evaluate needs exactly one of --checkpoint and --generated")
     report_dir = Path(report_dir)
@@ -215,7 +218,7 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
         columns={"from": "src", "to": "tgt"})
 
     # Score in batches: decode in threads, SSIM and Inception on the device.
-    dev = torch.device("cuda" if torch.cuda.is_available() and device != "cpu" else "cpu")
+    dev = resolve_device(device)
     weights, why_not = find_inception_weights(inception_weights)
     probe = InceptionProbe(weights, dev) if weights else None
     notes = [why_not] if why_not else []
@@ -293,7 +296,7 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
     atomic_write_text(report_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     atomic_write_text(report_dir / "report.md", _markdown(metrics))
     if samples:
-        save_png(report_dir / "samples.png", np.concatenate([np.concatenate(row, axis=1) for row in samples], axis=0))
+        save_png(report_dir / "samples.png", grid(samples))
     return Report(metrics, report_dir, notes)
 
 

@@ -87,7 +87,8 @@ def scan_images(root: str | os.PathLike, include_distractors: bool = False) -> I
     rows: list[tuple[str, str, str, int, str]] = []
     skipped: list[tuple[str, str]] = []
     split_dirs = [(root / d, s) for d, s in MARKET_SPLITS.items() if (root / d).is_dir()]
-    if split_dirs or _list_images(root):
+    market_names = bool(split_dirs or _list_images(root))
+    if market_names:
         for folder, split in split_dirs or [(root, "train")]:
             for path in _list_images(folder):
                 try:
@@ -99,9 +100,10 @@ def scan_images(root: str | os.PathLike, include_distractors: bool = False) -> I
     else:
         for person_dir in sorted(p for p in root.iterdir() if p.is_dir()):
             for path in _list_images(person_dir):
-                name = f"{person_dir.name}/{path.name}"
-                rows.append((name, str(path), person_dir.name, int(identities([name])[1][0]), "train"))
+                rows.append((f"{person_dir.name}/{path.name}", str(path), person_dir.name, -1, "train"))
     images = pd.DataFrame(rows, columns=COLUMNS)
+    if not market_names and not images.empty:  # <person_id>/<image>: a Market-style file name still has a camera.
+        images["camera_id"] = identities(images["name"])[1]
     if images.empty:
         raise InputError(f"{root}: no image files found ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     dup = images["name"].duplicated()
@@ -135,12 +137,16 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{path}: unreadable image ({err.__class__.__name__}: {err})") from None
 
 
-def _problem(path: str) -> str | None:
+def try_load_rgb(path: str | os.PathLike) -> tuple[np.ndarray | None, str | None]:
+    """(image, None), or (None, the reason it is unusable): for batches that skip bad files."""
     try:
-        load_rgb(path)
+        return load_rgb(path), None
     except InputError as err:
-        return str(err).split(": ", 1)[1]
-    return None
+        return None, str(err).split(": ", 1)[1]
+
+
+def _unusable_reason(path: str) -> str | None:
+    return try_load_rgb(path)[1]
 
 
 def check_images(image_set: ImageSet, n_jobs: int = 4, progress: bool = True) -> ImageSet:
@@ -154,7 +160,7 @@ def check_images(image_set: ImageSet, n_jobs: int = 4, progress: bool = True) ->
 
     paths = image_set.images["path"].tolist()
     checks = Parallel(n_jobs=n_jobs, prefer="threads", batch_size=64, return_as="generator")(
-        delayed(_problem)(p) for p in paths)
+        delayed(_unusable_reason)(p) for p in paths)
     problems = list(tqdm(checks, total=len(paths), desc="check images", unit="img", disable=not progress))
     bad = np.array([p is not None for p in problems], dtype=bool)
     skipped = image_set.skipped + [

@@ -12,6 +12,11 @@ from .keypoints import draw_skeleton
 from .poses import PoseTable
 
 
+def grid(rows) -> np.ndarray:
+    """Tiles rows of equally sized [H, W, 3] images into one sheet."""
+    return np.concatenate([np.concatenate(list(row), axis=1) for row in rows], axis=0)
+
+
 def overlay(rgb: np.ndarray, pose: np.ndarray) -> np.ndarray:
     """The pose skeleton drawn over the image: [H, W, 3] uint8."""
     skeleton = draw_skeleton(pose, rgb.shape[:2])
@@ -27,7 +32,6 @@ def pair_sheet(pairs: pd.DataFrame, poses: PoseTable, paths: dict[str, str], cou
     for src, tgt in zip(chosen["from"], chosen["to"]):
         a, b = load_rgb(paths[src]), load_rgb(paths[tgt])
         b = np.array(Image.fromarray(b).resize(a.shape[1::-1])) if b.shape != a.shape else b
-        rows.append(np.concatenate([a, overlay(a, poses.lookup([src])[0]), overlay(b, poses.lookup([tgt])[0]), b],
-                                   axis=1))
-    return np.concatenate(rows, axis=0)
+        rows.append([a, overlay(a, poses.lookup([src])[0]), overlay(b, poses.lookup([tgt])[0]), b])
+    return grid(rows)
 

@@ -31,6 +31,7 @@ from .keypoints import draw_skeleton, to_heatmaps
 from .losses import discriminator_loss, generator_adversarial_loss, image_loss, l1
 from .networks import VDG, Discriminator, coarse_image, refined_image
 from .pairs import read_pair_file
+from .preview import grid
 from .poses import read_poses
 
 STAGES = ("rec", "ref", "all")
@@ -81,7 +82,7 @@ def _sample_grid(model: VDG, batch: dict, size: tuple[int, int]) -> np.ndarray:
         coarse, refined = model(batch["src_img"], batch["src_maps"], batch["tgt_maps"])
     skeletons = np.stack([draw_skeleton(p, size) for p in batch["tgt_pose"].cpu().numpy()])
     columns = [to_uint8(batch["src_img"]), skeletons, to_uint8(coarse), to_uint8(refined), to_uint8(batch["tgt_img"])]
-    return np.concatenate([np.concatenate(row, axis=1) for row in zip(*columns)], axis=0)
+    return grid(zip(*columns))
 
 
 def _to_device(batch: dict, dev: torch.device, cfg: ModelConfig, channels_last: bool) -> dict:
