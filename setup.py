@@ -26,6 +26,7 @@ setup(
         "tqdm>=4.65",
         "pyyaml>=6",
         "scikit-image>=0.22",  # The field's SSIM protocol and body-mask rasterisation.
+        "safetensors>=0.4",  # Shared generators: weights and metadata, no pickled code.
         "torch-fidelity==0.4.0",  # Obukhov et al.: the TF inception-2015-12-05 port the papers' IS/FID used.
     ],
     extras_require={

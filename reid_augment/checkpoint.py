@@ -1,13 +1,18 @@
-"""Self-describing checkpoints: everything needed to resume training or to rebuild the generator alone.
+"""Self-describing checkpoints that are safe to load: only tensors and plain data, read with weights_only=True.
 
-Format 1 (a dict written with one torch.save): format, package_version, model_config, recipe, stage, step,
-rec, ref, disc (state_dicts), opt_rec, opt_ref, opt_disc, rng {python, numpy, torch, cuda}.
+Format 2 (a dict written with one torch.save): format, package_version, model_config, recipe, stage, step,
+rec, ref, disc (state_dicts), opt_rec, opt_ref, opt_disc, rng {python, numpy, torch, cuda} (as tensors and
+plain numbers). Nothing in a checkpoint is ever unpickled as code: a file that needs more is refused.
+Format 1 (RNG states as pickled numpy objects) is converted only on request, by `convert_checkpoint(trust=True)`.
+
+A shared generator is a `.safetensors` file (see `reid_augment.generator_file`); `load_generator` reads both.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import random
 from pathlib import Path
 
@@ -20,19 +25,29 @@ from .errors import InputError
 from .fileio import atomic_open
 from .networks import VDG
 
-FORMAT = 1
+FORMAT = 2
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state as tensors and plain numbers (what weights_only=True accepts)."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": {"version": version, "mt": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py, nps = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(py["mt"].tolist()), py["gauss"]))
+    np.random.set_state((nps["name"], nps["keys"].numpy().astype(np.uint32), nps["pos"], nps["has_gauss"],
+                         nps["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -47,20 +62,43 @@ def save_checkpoint(path: str | os.PathLike, **state) -> None:
         torch.save(state, f)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Read a checkpoint of this package's format.
+def safe_load(path: Path, map_location="cpu", what: str = "checkpoint"):
+    """torch.load with weights_only=True: a file that would run code is refused, and nothing in it runs.
 
     Raises:
-        InputError: missing file, not a checkpoint, or another format version.
+        InputError: the file is missing, not a torch file, or needs more than tensors and plain data.
+    """
+    if not path.is_file():
+        raise InputError(f"{path}: no such {what}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        needs = str(err).split("Unsupported global: GLOBAL ", 1)[-1].split(" ", 1)[0] if "GLOBAL" in str(err) else ""
+        detail = f" ({needs})" if needs else ""
+        raise InputError(f"{path}: refused, the file holds pickled objects beyond tensors and plain data{detail}; "
+                         f"nothing in it was run") from None
+    except Exception as err:  # noqa: BLE001 - a zip/pickle format error means "not a checkpoint".
+        raise InputError(f"{path}: not a {what} ({err.__class__.__name__})") from None
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Read a checkpoint of this package's format, without ever running code from the file.
+
+    Raises:
+        InputError: missing file, not a checkpoint, unsafe content, or another format version.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such checkpoint (train one with `reid-augment train`)")
+    if path.suffix == ".safetensors":
+        raise InputError(f"{path}: a .safetensors generator holds no training state; resume from a run's "
+                         f"checkpoints/latest.pt")
     try:
-        # Our own checkpoints hold RNG states (numpy arrays, tuples), which weights_only refuses.
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint".
-        raise InputError(f"{path}: not a reid-augment checkpoint ({err.__class__.__name__})") from None
+        state = safe_load(path, map_location)
+    except InputError as err:
+        if _is_format_1(path):
+            raise InputError(f"{path}: checkpoint format 1 (from reid-augment 0.1) stores pickled numpy objects, "
+                             f"which are not loaded; if you trust the file, convert it: reid-augment "
+                             f"convert-checkpoint {path} NEW.pt --trust") from None
+        raise err from None
     if not isinstance(state, dict) or "format" not in state:
         raise InputError(f"{path}: not a reid-augment checkpoint")
     if state["format"] != FORMAT:
@@ -69,12 +107,65 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     return state
 
 
+def _is_format_1(path: Path) -> bool:
+    """A format-1 file names numpy's array reconstruction in its pickle (looked at as bytes, never unpickled)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pkl = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            return pkl is not None and b"numpy" in archive.read(pkl) and b"format" in archive.read(pkl)
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def convert_checkpoint(old: str | os.PathLike, new: str | os.PathLike, trust: bool = False) -> Path:
+    """Rewrite a format-1 checkpoint as format 2. Unpickling it can run code: only for files you trust.
+
+    Raises:
+        InputError: `trust` is not set, or the file is not a format-1 checkpoint.
+    """
+    old, new = Path(old), Path(new)
+    if not trust:
+        raise InputError(f"{old}: converting unpickles the file, which can run code in it; pass --trust only for "
+                         f"a file you made or trust")
+    if not old.is_file():
+        raise InputError(f"{old}: no such checkpoint")
+    try:
+        state = torch.load(old, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001
+        raise InputError(f"{old}: not a checkpoint ({err.__class__.__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != 1:
+        raise InputError(f"{old}: not a format-1 reid-augment checkpoint")
+    if "rng" in state:
+        py, nps = state["rng"]["python"], state["rng"]["numpy"]
+        state["rng"] = {
+            "python": {"version": py[0], "mt": torch.tensor(py[1], dtype=torch.int64), "gauss": py[2]},
+            "numpy": {"name": str(nps[0]), "keys": torch.from_numpy(np.asarray(nps[1]).astype(np.int64)),
+                      "pos": int(nps[2]), "has_gauss": int(nps[3]), "cached_gaussian": float(nps[4])},
+            **{k: v for k, v in state["rng"].items() if k in ("torch", "cuda")},
+        }
+    state.pop("format", None)
+    state.pop("package_version", None)
+    save_checkpoint(new, **state)
+    load_checkpoint(new)  # Proof that the result loads safely.
+    return new
+
+
 def model_config_of(state: dict) -> ModelConfig:
     return from_dict(ModelConfig, state["model_config"], "checkpoint model_config")
 
 
 def load_generator(path: str | os.PathLike, map_location="cpu") -> tuple[VDG, dict]:
-    """Rebuild the generator from a checkpoint alone, in eval mode; returns (model, checkpoint dict)."""
+    """Rebuild the generator from a checkpoint (.pt) or a shared generator (.safetensors), in eval mode.
+
+    Returns (model, fields): fields hold at least model_config and step.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from .generator_file import read_generator
+
+        return read_generator(path)
     state = load_checkpoint(path, map_location)
     model = VDG(model_config_of(state))
     model.rec.load_state_dict(state["rec"])

@@ -176,7 +176,8 @@ def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, 
 @click.option("-w", "--workdir", default=DEFAULT_WORKDIR, show_default=True, type=click.Path(file_okay=False),
               metavar="WORKDIR", help="Work dir with poses.csv (the pose bank) and runs/.")
 @click.option("--checkpoint", type=click.Path(), metavar="CKPT",
-              help="Checkpoint (default: the newest WORKDIR/runs/*/checkpoints/latest.pt).")
+              help="Checkpoint .pt or generator .safetensors "
+                   "(default: the newest WORKDIR/runs/*/checkpoints/latest.pt).")
 @click.option("-o", "--out", type=click.Path(file_okay=False), metavar="OUT", help="Default: WORKDIR/generated.")
 @click.option("--strategy", type=click.Choice(["random", "kmeans", "novel"]), default="random", show_default=True)
 @click.option("--kmeans-k", type=click.IntRange(min=1), default=8, show_default=True)
@@ -248,11 +249,49 @@ def export_cmd(out, market_root, new_root, copy) -> None:
                f"({'copied' if copy else 'linked'}).")
 
 
+@cli.command("export-generator")
+@click.argument("source", type=click.Path(), metavar="RUN_OR_CKPT")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="The .safetensors file to write.")
+@click.option("--bf16", is_flag=True, help="Store the weights in bfloat16 (half the size; widened on load).")
+def export_generator_cmd(source, output, bf16) -> None:
+    """Write the generator of a run dir or checkpoint as a .safetensors file to share.
+
+    The file holds both generators' weights, the model config and provenance, and no code: anyone can load
+    it safely with `generate --checkpoint FILE`.
+
+    \b
+    Examples:
+      reid-augment export-generator work/runs/market1501 -o market1501-vdg.safetensors
+    """
+    from pathlib import Path
+
+    from .generator_file import export_generator
+
+    if Path(output).suffix != ".safetensors":
+        raise click.BadParameter(f"{output}: the file name must end in .safetensors", param_hint="-o")
+    path = export_generator(source, output, bf16)
+    click.echo(f"Wrote {path} ({path.stat().st_size / 2**20:.1f} MiB{', bf16' if bf16 else ''}).")
+
+
+@cli.command("convert-checkpoint")
+@click.argument("old", type=click.Path(), metavar="OLD")
+@click.argument("new", type=click.Path(dir_okay=False), metavar="NEW")
+@click.option("--trust", is_flag=True, help="Confirm that you trust OLD: converting unpickles it, which can run code.")
+def convert_checkpoint_cmd(old, new, trust) -> None:
+    """Rewrite a format-1 checkpoint (reid-augment 0.1) as format 2, which loads without unpickling code."""
+    from .checkpoint import convert_checkpoint
+
+    convert_checkpoint(old, new, trust)
+    click.echo(f"Wrote {new}: a format-2 checkpoint (tensors and plain data only).")
+
+
 @cli.command("evaluate")
 @click.argument("images", type=click.Path(), metavar="IMAGES")
 @click.option("-w", "--workdir", default=DEFAULT_WORKDIR, show_default=True, type=click.Path(file_okay=False),
               metavar="WORKDIR")
-@click.option("--checkpoint", type=click.Path(), metavar="CKPT", help="Generate the test pairs with this checkpoint.")
+@click.option("--checkpoint", type=click.Path(), metavar="CKPT",
+              help="Generate the test pairs with this checkpoint (.pt) or generator (.safetensors).")
 @click.option("--generated", type=click.Path(), metavar="DIR",
               help="Score an existing folder instead: our manifest, or PATN-style <from>___<to> names.")
 @click.option("--pairs", type=click.Path(), metavar="FILE", help="Test pairs (default: WORKDIR/pairs-test.csv).")

@@ -78,20 +78,41 @@ def _mmpose_config_path(config: str | None) -> str:
     return str(shipped)
 
 
+def _openmmlab_globals() -> list:
+    """The numpy objects OpenMMLab checkpoints keep in their metadata, allowed in a weights_only load."""
+    import numpy as np
+
+    multiarray = getattr(np, "_core", np.core).multiarray
+    names = [(multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+             (multiarray.scalar, "numpy.core.multiarray.scalar")]
+    dtypes = [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "uint8", "bool")]
+    return [np.ndarray, np.dtype, *names, multiarray._reconstruct, multiarray.scalar, *dtypes]
+
+
 def _load_mmpose_checkpoint(model, checkpoint: str) -> None:
-    """Load an OpenMMLab checkpoint (a trusted file whose metadata holds numpy objects: weights_only=False)."""
+    """Load an OpenMMLab checkpoint with weights_only=True: only tensors, plain data and numpy arrays; no code."""
+    import pickle
+
     import torch
 
-    if checkpoint.startswith(("http://", "https://")):
+    with torch.serialization.safe_globals(_openmmlab_globals()):
         try:
-            state = torch.hub.load_state_dict_from_url(checkpoint, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001 - any download failure has the same two ways out.
-            raise InputError(f"cannot fetch the mmpose checkpoint ({err.__class__.__name__}); pass a local file "
-                             f"with --pose-checkpoint PATH, or use --backend mediapipe (offline)") from None
-    else:
-        if not Path(checkpoint).is_file():
-            raise InputError(f"{checkpoint}: no such pose checkpoint (or use --backend mediapipe)")
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            if checkpoint.startswith(("http://", "https://")):
+                try:
+                    state = torch.hub.load_state_dict_from_url(checkpoint, map_location="cpu", weights_only=True)
+                except pickle.UnpicklingError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - any download failure has the same two ways out.
+                    raise InputError(f"cannot fetch the mmpose checkpoint ({err.__class__.__name__}); pass a "
+                                     f"local file with --pose-checkpoint PATH, or use --backend mediapipe "
+                                     f"(offline)") from None
+            else:
+                if not Path(checkpoint).is_file():
+                    raise InputError(f"{checkpoint}: no such pose checkpoint (or use --backend mediapipe)")
+                state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise InputError(f"{checkpoint}: refused, the pose checkpoint holds pickled objects beyond tensors, plain "
+                             f"data and numpy arrays; nothing in it was run") from None
     model.load_state_dict(state.get("state_dict", state), strict=True)
 
 

@@ -148,8 +148,11 @@ def coarse_image(rec: nn.Module, src_img: torch.Tensor, src_maps: torch.Tensor, 
 
 
 def refined_image(ref: nn.Module, src_img: torch.Tensor, coarse: torch.Tensor, tgt_maps: torch.Tensor) -> torch.Tensor:
-    """I_b = coarse + G_ref(I_a, coarse, H_b) (Eq. 4). `ref` may be DDP-wrapped."""
-    return coarse + ref(torch.cat([src_img, coarse], dim=1), tgt_maps)
+    """I_b = coarse + G_ref(I_a, coarse, H_b) (Eq. 4). `ref` may be DDP-wrapped.
+
+    The sum is taken in float32: under bf16 autocast it would round the image by about half a grey level.
+    """
+    return coarse.float() + ref(torch.cat([src_img, coarse], dim=1), tgt_maps).float()
 
 
 class VDG(nn.Module):
@@ -157,6 +160,7 @@ class VDG(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.cfg = cfg
         k = cfg.num_joints
         self.rec = DisentangledGenerator(3 + k, k, [cfg.base_channels * (i + 1) for i in range(cfg.num_levels)],
                                          cfg.image_size, cfg.z_dim)

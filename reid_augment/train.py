@@ -26,6 +26,7 @@ from .config import ModelConfig, Recipe, dump_recipe, recipe_to_dict
 from .data import PairDataset, StepSampler, resolve_pairs, to_uint8
 from .errors import InputError, TrainingError
 from .fileio import atomic_write_text, save_png
+from .generator_file import write_generator
 from .images import scan_images
 from .keypoints import draw_skeleton, to_heatmaps
 from .losses import discriminator_loss, generator_adversarial_loss, image_loss, l1
@@ -168,6 +169,7 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
         return latest
 
     # Run dir.
+    dataset_name = Path(images).resolve().name
     stats_path = run_dir / "stats.jsonl"
     if ctx.main:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -190,7 +192,7 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
     ref_train = disc_train = None
 
     def save(path: Path) -> None:
-        save_checkpoint(path, model_config=model_cfg, recipe=recipe_to_dict(recipe), step=step,
+        save_checkpoint(path, model_config=model_cfg, recipe=recipe_to_dict(recipe), dataset=dataset_name, step=step,
                         stage="rec" if step <= tc.rec_steps else "ref", rec=model.rec.state_dict(),
                         ref=model.ref.state_dict(), disc=disc.state_dict(), opt_rec=opt_rec.state_dict(),
                         opt_ref=opt_ref.state_dict(), opt_disc=opt_disc.state_dict(), rng=rng_state())
@@ -270,6 +272,8 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
             save(latest)
             if stage_done:
                 save(run_dir / "checkpoints" / f"step-{step:07d}.pt")
+                write_generator(model, run_dir / "checkpoints" / "generator.safetensors", step, recipe.name,
+                                dataset_name)
     bar.close()
     if ctx.world > 1:
         dist.barrier()

@@ -108,6 +108,33 @@ def test_mmpose_without_checkpoint_names_the_two_ways_out(market_sample_dir, tmp
         estimate_poses(market_sample_dir, tmp_path / "p.csv", "mmpose", pose_checkpoint=str(tmp_path / "x.pth"))
 
 
+def test_mmpose_checkpoint_loads_numpy_metadata_and_refuses_code(tmp_path):
+    pytest.importorskip("mmpose", reason="the mm stack is installed by `make pose`")
+    import numpy as np
+    import torch
+
+    from reid_augment.estimate import _load_mmpose_checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    # OpenMMLab checkpoints keep numpy arrays and scalars in their metadata.
+    meta = {"dataset_meta": {"sigmas": np.array([0.026, 0.025]), "flip": np.float64(1.0), "n": np.int64(17)}}
+    torch.save({"meta": meta, "state_dict": {k: v + 1 for k, v in model.state_dict().items()}}, tmp_path / "ok.pth")
+    before = model.weight.detach().clone()
+    _load_mmpose_checkpoint(model, str(tmp_path / "ok.pth"))
+    assert torch.equal(model.weight.detach(), before + 1)
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"meta": Payload(), "state_dict": model.state_dict()}, tmp_path / "evil.pth")
+    with pytest.raises(InputError, match="evil.pth: refused"):
+        _load_mmpose_checkpoint(model, str(tmp_path / "evil.pth"))
+    assert not marker.exists()
+
+
 def _local_checkpoint() -> Path | None:
     candidates = [os.environ.get("REID_AUGMENT_MMPOSE_CHECKPOINT", ""),
                   Path(torch_hub_dir()) / "checkpoints" / MMPOSE_CHECKPOINT.rsplit("/", 1)[1]]

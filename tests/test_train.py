@@ -38,6 +38,10 @@ def test_tiny_recipe_lowers_the_stage_one_loss(cuhk_dir, workdir, tmp_path):
     assert {"rec", "ref", "disc", "opt_rec", "opt_ref", "opt_disc", "rng", "model_config"} <= set(state)
     model, _ = load_generator(ckpt)
     assert model.rec.image_encoder.stem[0].weight.shape[1] == 3 + 18
+    shared, fields = load_generator(run / "checkpoints" / "generator.safetensors")
+    assert fields["step"] == 80 and fields["recipe"] == "tiny" and fields["dataset"] == cuhk_dir.name
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, shared.state_dict()[name]), name
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(cuhk_dir, workdir, tmp_path):
