@@ -96,6 +96,8 @@ class GenerateConfig:
     batch_size: int = 64
     num_workers: int = 2            # Decoding workers.
     jpeg_quality: int = 95
+    out_size: tuple[int, int] | None = None  # (H, W) of every output; None: the size of its source crop.
+    layout: str | None = None       # The data set's layout (see reid_augment.layouts); None: detected.
 
 
 REF_LOSSES = ("l1", "mask_l1", "mask_ssim", "weighted")

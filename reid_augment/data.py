@@ -29,15 +29,24 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return images.detach().float().add(1).mul(127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
-def load_crop(path: str, pose: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Decode an image, resize it to `size` = (H, W) and scale its pose to match."""
-    rgb = load_rgb(path)
+def scale_pose(pose: np.ndarray, frame: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """A [K, 2] (y, x) pose from an image of size `frame` = (H, W) into one of size `size`; -1 stays -1."""
+    scale = np.array([size[0] / frame[0], size[1] / frame[1]], dtype=np.float32)
+    return np.where(present(pose)[:, None], pose * scale, pose).astype(np.float32)
+
+
+def fit_crop(rgb: np.ndarray, pose: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Resize an [H, W, 3] crop to `size` = (H, W) and scale its pose to match."""
     h, w = rgb.shape[:2]
     if (h, w) != tuple(size):
         rgb = np.array(Image.fromarray(rgb).resize((size[1], size[0]), Image.BILINEAR))
-        scale = np.array([size[0] / h, size[1] / w], dtype=np.float32)
-        pose = np.where(present(pose)[:, None], pose * scale, pose)
+        pose = scale_pose(pose, (h, w), size)
     return rgb, pose.astype(np.float32)
+
+
+def load_crop(path: str, pose: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Decode an image, resize it to `size` = (H, W) and scale its pose to match."""
+    return fit_crop(load_rgb(path), pose, size)
 
 
 def resolve_pairs(pairs: pd.DataFrame, poses: PoseTable, paths: dict[str, str], where: str) -> None:

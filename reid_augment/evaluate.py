@@ -198,20 +198,20 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
     if checkpoint is not None:
         model, info, dev = load_for_inference(checkpoint, device)
         known = set(pose_table.names)
-        usable = pair_table[pair_table["from"].isin(paths) & pair_table["from"].isin(known)
-                            & pair_table["to"].isin(known)]
+        usable = pair_table[pair_table["from"].isin(paths) & pair_table["to"].isin(paths)
+                            & pair_table["from"].isin(known) & pair_table["to"].isin(known)]
         pids, cams = identities(usable["from"])
         requests = pd.DataFrame({
             "image": [f"images/{a}___{b}.png" for a, b in zip(usable["from"], usable["to"])],
             "pid": pids, "camid": cams,
             "source": usable["from"].to_numpy(), "source_path": [paths[a] for a in usable["from"]],
-            "pose_from": usable["to"].to_numpy(), "seed": 0, "strategy": "pairs",
+            "pose_from": usable["to"].to_numpy(), "target_path": [paths[b] for b in usable["to"]],
+            "seed": 0, "strategy": "pairs",
             "checkpoint": info["checkpoint"], "step": info["step"], "version": info["version"]})
         generated = report_dir / "generated"
-        # Score at the data set's resolution, as the papers do, whatever the model's.
-        target_size = load_rgb(paths[usable["to"].iloc[0]]).shape[:2] if len(usable) and usable["to"].iloc[0] in paths else None
+        # Each output at its target's size: scored at the data set's resolution, as the papers do.
         render(model, requests, pose_table, generated / "manifest.csv", info["size"], info["sigma"], dev, batch_size,
-               num_workers=0, progress=progress, out_size=target_size)
+               num_workers=0, progress=progress, size_of="target_path")
         meta = {"checkpoint": info["checkpoint"], "checkpoint_step": info["step"]}
     table = find_generated(generated)
     wanted = pair_table[["from", "to"]].merge(table, on=["from", "to"], how="left").rename(

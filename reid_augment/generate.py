@@ -26,12 +26,12 @@ from tqdm import tqdm
 from . import __version__
 from .checkpoint import load_generator, model_config_of
 from .config import GenerateConfig
-from .data import load_crop, to_tensor, to_uint8
+from .data import fit_crop, scale_pose, to_tensor, to_uint8
 from .errors import InputError
 from .fileio import atomic_open, save_png
-from .images import DISTRACTOR_IDS, ImageSet, load_rgb, scan_images
+from .images import ImageSet, image_size, image_sizes, load_rgb, scan_images
 from .keypoints import to_heatmaps, valid_pose_mask
-from .posebank import STRATEGIES, farthest_order, kmeans_medoids, normalise
+from .posebank import STRATEGIES, farthest_order, kmeans_centres, nearest_of_others, normalise
 from .poses import PoseTable, read_poses
 
 MANIFEST_COLUMNS = ["image", "pid", "camid", "source", "pose_from", "strategy", "seed", "checkpoint", "step",
@@ -71,12 +71,12 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig, size: tuple[int, int],
+def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig,
          shard: tuple[int, int] = (0, 1)) -> tuple[pd.DataFrame, int]:
     """Decide every image to make: source, target pose, seed and output name, without touching pixels.
 
     Sources are the identity's usable images (valid pose) in name order, rotating; targets come from the
-    bank of valid poses of the other identities. Returns the plan and the number of identities that
+    bank of valid poses of the other identities, whatever the strategy. Returns the plan and the number of identities that
     have no usable image.
     """
     if cfg.strategy not in STRATEGIES:
@@ -85,18 +85,19 @@ def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig, size: tuple[in
     index = {n: i for i, n in enumerate(poses.names)}
     has_pose = table["name"].map(index).notna().to_numpy()
     rows = table["name"].map(index).fillna(0).astype(int).to_numpy()
-    usable = has_pose & valid_pose_mask(poses.coords[rows])
-    usable &= ~table["person_id"].isin(DISTRACTOR_IDS).to_numpy()
+    usable = has_pose & valid_pose_mask(poses.coords[rows])  # Distractors were left out by scan_images.
     sources = table[usable].sort_values("name")
     bank_names = sources["name"].to_numpy()
     if len(bank_names) == 0:
         raise InputError("the pose bank is empty: no training image has a valid pose (run build-pairs, "
                          "check poses.csv)")
     bank_pids = sources["person_id"].to_numpy()
-    bank = normalise(poses.lookup(bank_names), size)
-    medoids = kmeans_medoids(bank, cfg.kmeans_k, cfg.seed) if cfg.strategy == "kmeans" else None
-
+    # Compare poses in each image's own frame (y / H, x / W): crops of one data set can differ in size.
+    frames = image_sizes(sources["path"]).astype(np.float32)
+    bank = normalise(poses.lookup(bank_names), frames[:, None, :])
     codes, ids = pd.factorize(bank_pids, sort=True)  # Integer codes: fast per-identity masks.
+    if cfg.strategy == "kmeans":
+        medoids = nearest_of_others(bank, codes, kmeans_centres(bank, cfg.kmeans_k, cfg.seed))
     plan_rows = []  # (pid, k, source row, target row, seed)
     for code in range(shard[0], len(ids), shard[1]):
         pid = ids[code]
@@ -112,7 +113,8 @@ def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig, size: tuple[in
             if cfg.strategy == "random":
                 target = others[rng.integers(len(others))]
             elif cfg.strategy == "kmeans":
-                target = medoids[(k + rng.integers(len(medoids))) % len(medoids)]
+                best, runner_up = medoids[(k + rng.integers(len(medoids))) % len(medoids)]
+                target = best if codes[best] != code else runner_up
             else:
                 target = ranked[k % len(ranked)]
             plan_rows.append((pid, k, own[k % len(own)], target, seed))
@@ -125,6 +127,7 @@ def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig, size: tuple[in
         "source": src_table["name"].to_numpy(),
         "source_path": src_table["path"].to_numpy(),
         "pose_from": bank_names[tgt] if len(tgt) else tgt,
+        "target_path": sources["path"].to_numpy()[tgt] if len(tgt) else tgt,
         "seed": seeds,
     })
     unusable = sorted(set(table["person_id"]) - set(ids))
@@ -132,22 +135,50 @@ def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig, size: tuple[in
 
 
 class _Requests(Dataset):
-    """Decodes sources in DataLoader workers: item = (index, src_img [3, H, W], src_pose, tgt_pose)."""
+    """Decodes sources in DataLoader workers: item = (index, src_img [3, H, W], src_pose, tgt_pose, out_hw).
 
-    def __init__(self, requests: pd.DataFrame, poses: PoseTable, size: tuple[int, int]):
+    Both poses are scaled from their own image's frame into the model's, as training does; `out_hw` is the
+    size the output is resized to: `out_size` when given, else the size of the image in column `size_of`.
+    """
+
+    def __init__(self, requests: pd.DataFrame, poses: PoseTable, size: tuple[int, int],
+                 out_size: tuple[int, int] | None, size_of: str):
         self.paths = requests["source_path"].to_numpy()
+        self.target_paths = requests["target_path"].to_numpy()
+        self.size_paths = requests[size_of].to_numpy()
         self.src_pose = poses.lookup(requests["source"])
         self.tgt_pose = poses.lookup(requests["pose_from"])
-        self.size = size
+        self.size, self.out_size = tuple(size), out_size
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        rgb, src_pose = load_crop(self.paths[i], self.src_pose[i], self.size)
-        # The target pose lives in its own image's frame; crops of one data set share a size.
-        tgt_pose = self.tgt_pose[i]
-        return i, to_tensor(rgb), torch.from_numpy(src_pose), torch.from_numpy(tgt_pose.astype(np.float32))
+        rgb = load_rgb(self.paths[i])
+        source_hw = rgb.shape[:2]
+        rgb, src_pose = fit_crop(rgb, self.src_pose[i], self.size)
+        target_hw = source_hw if self.target_paths[i] == self.paths[i] else image_size(self.target_paths[i])
+        tgt_pose = scale_pose(self.tgt_pose[i], target_hw, self.size)
+        if self.out_size is not None:
+            out_hw = self.out_size
+        else:
+            out_hw = source_hw if self.size_paths[i] == self.paths[i] else image_size(self.size_paths[i])
+        return i, to_tensor(rgb), torch.from_numpy(src_pose), torch.from_numpy(tgt_pose), torch.tensor(out_hw)
+
+
+def to_uint8_sized(images: torch.Tensor, sizes: torch.Tensor) -> list[np.ndarray]:
+    """Image i of [N, 3, H, W] in [-1, 1] as [h, w, 3] uint8 at sizes[i] = (h, w); resized (antialiased
+    bilinear) and copied to the host once per distinct size."""
+    out: list[np.ndarray] = [np.empty(0)] * len(images)
+    for hw in torch.unique(sizes, dim=0).tolist():
+        index = torch.nonzero((sizes == torch.tensor(hw)).all(1)).squeeze(1)
+        group = images[index.to(images.device)]
+        if tuple(hw) != tuple(images.shape[-2:]):
+            group = torch.nn.functional.interpolate(group, size=tuple(hw), mode="bilinear", align_corners=False,
+                                                    antialias=True)
+        for j, pixels in zip(index.tolist(), to_uint8(group)):
+            out[j] = pixels
+    return out
 
 
 @dataclass
@@ -199,26 +230,33 @@ def _write_batch(out_dir: Path, manifest: Path, rows: pd.DataFrame, pixels: np.n
 
 def contact_sheet(manifest: pd.DataFrame, root: Path, sources: dict[str, str], ids: int = 6,
                   per_row: int = 8) -> np.ndarray:
-    """One row per identity: its first source, a gap, then its generated images; [H', W', 3] uint8."""
+    """One row per identity: its first source, a gap, then its generated images, all at the first image's size;
+    [H', W', 3] uint8."""
     rows = []
     groups = list(manifest.groupby("pid", sort=True))[:ids]
     per_row = min(per_row, max(len(g) for _, g in groups))
+    h, w = load_rgb(root / groups[0][1]["image"].iloc[0]).shape[:2]
+
+    def tile(path) -> np.ndarray:
+        rgb = load_rgb(path)
+        return rgb if rgb.shape[:2] == (h, w) else np.array(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
+
     for _, group in groups:
-        tiles = [load_rgb(root / p) for p in group["image"][:per_row]]
-        h, w = tiles[0].shape[:2]
-        src = np.array(Image.fromarray(load_rgb(sources[group["source"].iloc[0]])).resize((w, h)))
+        tiles = [tile(root / p) for p in group["image"][:per_row]]
         gap = np.full((h, 4, 3), 255, np.uint8)
         pad = [np.zeros((h, w, 3), np.uint8)] * (per_row - len(tiles))
-        rows.append(np.concatenate([src, gap, *tiles, *pad], axis=1))
+        rows.append(np.concatenate([tile(sources[group["source"].iloc[0]]), gap, *tiles, *pad], axis=1))
     return np.concatenate(rows, axis=0)
 
 
 def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, manifest_path: Path,
            size: tuple[int, int], sigma: float, dev: torch.device, batch_size: int = 64, num_workers: int = 2,
-           jpeg_quality: int = 95, progress: bool = True, out_size: tuple[int, int] | None = None) -> tuple[int, int]:
+           jpeg_quality: int = 95, progress: bool = True, out_size: tuple[int, int] | None = None,
+           size_of: str = "source_path") -> tuple[int, int]:
     """Make the images of `requests` (one manifest row each) that `manifest_path` does not list yet.
 
-    `out_size` (H, W) resizes the outputs (bilinear) when the data set's crops differ from the model's.
+    Each output has the size of the image in column `size_of` of its request (the source crop it augments,
+    or in evaluate the target it is scored against), or `out_size` (H, W) when given.
     Sources are decoded in DataLoader workers, heatmaps drawn on the device, and images encoded in a
     writer thread while the model runs the next batch; each batch's rows are appended only once its
     images are on disk (.png or .jpg by the name). Returns (made now, already done).
@@ -231,21 +269,19 @@ def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, man
     with atomic_open(manifest_path, "w", encoding="utf-8", newline="") as f:
         done.to_csv(f, index=False, lineterminator="\n", columns=MANIFEST_COLUMNS)
     todo = requests[~requests["image"].isin(set(done["image"]))].reset_index(drop=True)
-    loader = DataLoader(_Requests(todo, poses, size), batch_size=batch_size, shuffle=False,
+    loader = DataLoader(_Requests(todo, poses, size, out_size, size_of), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, pin_memory=dev.type == "cuda")
     use_bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
     pending: list[Future] = []
     with ThreadPoolExecutor(max_workers=1) as writer, torch.inference_mode():
         bar = tqdm(total=len(todo), desc="generate", unit="img", disable=not progress)
-        for index, src_img, src_pose, tgt_pose in loader:
+        for index, src_img, src_pose, tgt_pose, out_hw in loader:
             src_img = src_img.to(dev, non_blocking=True)
             src_maps = to_heatmaps(src_pose.to(dev), size, sigma)
             tgt_maps = to_heatmaps(tgt_pose.to(dev), size, sigma)
             with torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext():
                 refined = model(src_img, src_maps, tgt_maps)[1].float()
-            if out_size is not None and tuple(out_size) != tuple(size):
-                refined = torch.nn.functional.interpolate(refined, size=out_size, mode="bilinear", align_corners=False)
-            pixels = to_uint8(refined)
+            pixels = to_uint8_sized(refined, out_hw)
             rows = todo.iloc[index.numpy()][MANIFEST_COLUMNS]
             pending.append(writer.submit(_write_batch, out_dir, manifest_path, rows, pixels, jpeg_quality))
             while len(pending) > 2:  # Bounded: memory stays flat however many images are planned.
@@ -279,14 +315,14 @@ def generate(images: str | os.PathLike, checkpoint: str | os.PathLike, poses: st
     out_dir = Path(out_dir)
     model, info, dev = load_for_inference(checkpoint, device)
     pose_table = read_poses(poses)
-    image_set = scan_images(images)
-    requests, unusable = plan(image_set, pose_table, cfg, info["size"], shard)
+    image_set = scan_images(images, layout=cfg.layout)
+    requests, unusable = plan(image_set, pose_table, cfg, shard)
     requests["strategy"], requests["checkpoint"], requests["step"], requests["version"] = (
         cfg.strategy, info["checkpoint"], info["step"], info["version"])
     name = "manifest.csv" if shard[1] == 1 else f"manifest.shard-{shard[0]}-of-{shard[1]}.csv"
     manifest_path = out_dir / name
     made, already = render(model, requests, pose_table, manifest_path, info["size"], info["sigma"], dev, cfg.batch_size,
-                           cfg.num_workers, cfg.jpeg_quality, progress)
+                           cfg.num_workers, cfg.jpeg_quality, progress, cfg.out_size)
     manifest = read_manifest(manifest_path)
     if len(manifest):
         sheet = contact_sheet(manifest, out_dir, dict(zip(image_set.images["name"], image_set.images["path"])))

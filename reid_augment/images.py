@@ -1,7 +1,8 @@
 """The data layer: find the images of a re-ID folder, name them, and decode them safely.
 
-Layouts: a Market-1501 root (`bounding_box_train/`, `bounding_box_test/`, `query/`), a flat folder of
-Market-style names (`0002_c1s1_000451_03.jpg`: person 0002, camera 1), or `<root>/<person_id>/<image>`.
+Layouts (see `layouts`): Market-1501, CUHK03-NP and DukeMTMC-reID roots, MSMT17 V1/V2 roots with list files,
+a flat folder of such names, or `<root>/<person_id>/<image>`. Images are keyed by file name (by
+`<person_id>/<image>` in the last layout), so names must be unique within a data set.
 """
 
 from __future__ import annotations
@@ -16,32 +17,46 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
+from .layouts import IMAGE_EXTENSIONS, MARKET_SPLITS, Layout, detect_layout, layout_entries  # noqa: F401
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
-MARKET_SPLITS = {"bounding_box_train": "train", "bounding_box_test": "test", "query": "query"}
-DISTRACTOR_IDS = frozenset({"-1", "0000"})  # Market-1501's distractors and junk boxes.
-_MARKET_NAME = re.compile(r"^(-1|\d+)_c(\d+)")
+DISTRACTOR_IDS = frozenset({"-1", "0000"})  # Market-1501's distractors and junk boxes (not MSMT17's person 0000).
+_MARKET_NAME = re.compile(r"^(-1|\d+)_c(\d+)")  # Market-1501, CUHK03-NP, DukeMTMC-reID.
+_MSMT_NAME = re.compile(r"^(\d+)_\d+_(\d+)_")  # MSMT17: <person>_<index>_<camera>_<date>_<frame>_<n>.
+_DISTRACTOR_NAME = re.compile(r"^(?:-1|0000)(?:_c\d|/)")
 COLUMNS = ["name", "path", "person_id", "camera_id", "split"]
 
 
+def _match(base: str) -> tuple[str, int, bool] | None:
+    """(person, camera, market_style) of a file name, or None."""
+    match = _MARKET_NAME.match(base)
+    if match:
+        return match.group(1), int(match.group(2)), True
+    match = _MSMT_NAME.match(base)
+    return (match.group(1), int(match.group(2)), False) if match else None
+
+
 def parse_market_name(name: str) -> tuple[str, int]:
-    """Person id (as written, e.g. '0002') and camera id of a Market-1501 style file name.
+    """Person id (as written, e.g. '0002') and camera id of a re-ID file name: Market-1501, CUHK03-NP and
+    DukeMTMC-reID (`<person>_c<camera>...`) or MSMT17 (camera: the third `_` field).
 
     Examples:
         >>> parse_market_name("0002_c1s1_000451_03.jpg")
         ('0002', 1)
+        >>> parse_market_name("0000_000_01_0303morning_0015_0.jpg")
+        ('0000', 1)
     """
-    match = _MARKET_NAME.match(os.path.basename(name))
-    if match is None:
-        raise ValueError(f"{name}: not a Market-1501 name (<person>_c<camera>..., e.g. 0002_c1s1_000451_03.jpg)")
-    return match.group(1), int(match.group(2))
+    found = _match(os.path.basename(name))
+    if found is None:
+        raise ValueError(f"{name}: not a re-ID file name (<person>_c<camera>..., e.g. 0002_c1s1_000451_03.jpg, "
+                         f"or MSMT17's 0000_000_01_0303morning_0015_0.jpg)")
+    return found[0], found[1]
 
 
 def identities(names) -> tuple[np.ndarray, np.ndarray]:
     """Person ids (str) and camera ids (int, -1 when absent) of image names, in one pass.
 
-    A name is `<person_id>/<image>` (the folder is the person) or Market-1501 style; the camera comes
-    from a Market-style file name in either case.
+    A name is `<person_id>/<image>` (the folder is the person) or a re-ID file name (Market, Duke, MSMT17);
+    the camera comes from the file name in either case.
 
     Raises:
         InputError: a name is neither.
@@ -49,13 +64,19 @@ def identities(names) -> tuple[np.ndarray, np.ndarray]:
     pids, cams = [], []
     for name in names:
         folder, sep, base = name.partition("/")
-        match = _MARKET_NAME.match(base.rpartition("/")[2] if sep else name)
-        if not sep and match is None:
-            raise InputError(f"{name}: image name is neither Market-1501 style (0002_c1s1_000451_03.jpg) "
-                             f"nor <person_id>/<image>")
-        pids.append(folder if sep else match.group(1))
-        cams.append(int(match.group(2)) if match else -1)
+        found = _match(base.rpartition("/")[2] if sep else name)
+        if not sep and found is None:
+            raise InputError(f"{name}: image name is neither a re-ID file name (0002_c1s1_000451_03.jpg, "
+                             f"0001_c2_f0046182.jpg, 0000_000_01_0303morning_0015_0.jpg) nor <person_id>/<image>")
+        pids.append(folder if sep else found[0])
+        cams.append(found[1] if found else -1)
     return np.array(pids, dtype=object), np.array(cams, dtype=np.int64)
+
+
+def distractors(names) -> np.ndarray:
+    """Which names are Market-1501 distractors or junk (person -1 or 0000, in a Market-style name or as the
+    person folder); MSMT17's person 0000 is a real person."""
+    return pd.Series(list(names), dtype=object).str.match(_DISTRACTOR_NAME).to_numpy(dtype=bool)
 
 
 @dataclass
@@ -63,56 +84,49 @@ class ImageSet:
     """The usable images of a folder, and what was left out and why.
 
     `images` has the columns name (unique key used in pose and pair files), path, person_id (str),
-    camera_id (int, -1 when unknown) and split ('train', 'test', 'query').
+    camera_id (int, -1 when unknown) and split ('train', 'val', 'test', 'query'). `layout` is where they came from.
     """
 
     images: pd.DataFrame
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
     distractors: int = 0
+    layout: Layout | None = None
 
 
-def _list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def scan_images(root: str | os.PathLike, include_distractors: bool = False) -> ImageSet:
-    """Find the images under `root` and name them, without decoding them.
+def scan_images(root: str | os.PathLike, include_distractors: bool = False, layout: str | None = None) -> ImageSet:
+    """Find the images under `root` (layout detected, or forced with `layout`) and name them, without decoding.
 
     Raises:
-        InputError: `root` is not a folder or holds no image.
+        InputError: `root` is not a folder, holds no image, is not a known layout, or two images share a name.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"{root}: no such folder")
+    found = detect_layout(root, layout)
     rows: list[tuple[str, str, str, int, str]] = []
     skipped: list[tuple[str, str]] = []
-    split_dirs = [(root / d, s) for d, s in MARKET_SPLITS.items() if (root / d).is_dir()]
-    market_names = bool(split_dirs or _list_images(root))
-    if market_names:
-        for folder, split in split_dirs or [(root, "train")]:
-            for path in _list_images(folder):
-                try:
-                    pid, cam = parse_market_name(path.name)
-                except ValueError as err:
-                    skipped.append((path.name, str(err).split(": ", 1)[1]))
-                    continue
-                rows.append((path.name, str(path), pid, cam, split))
+    entries = layout_entries(found)
+    if found.kind == "by-person":
+        names = [n for n, _, _ in entries]
+        pids, cams = identities(names) if names else ([], [])
+        rows = [(n, str(p), pid, int(cam), split) for (n, p, split), pid, cam in zip(entries, pids, cams)]
     else:
-        for person_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-            for path in _list_images(person_dir):
-                rows.append((f"{person_dir.name}/{path.name}", str(path), person_dir.name, -1, "train"))
+        for name, path, split in entries:
+            parsed = _match(name)
+            if parsed is None:
+                skipped.append((name, "not a re-ID file name (e.g. 0002_c1s1_000451_03.jpg)"))
+                continue
+            rows.append((name, str(path), parsed[0], parsed[1], split))
     images = pd.DataFrame(rows, columns=COLUMNS)
-    if not market_names and not images.empty:  # <person_id>/<image>: a Market-style file name still has a camera.
-        images["camera_id"] = identities(images["name"])[1]
     if images.empty:
-        raise InputError(f"{root}: no image files found ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    dup = images["name"].duplicated()
+        raise InputError(f"{found.root}: no image files found ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    dup = images["name"].duplicated(keep=False)
     if dup.any():
-        raise InputError(f"{root}: image name {images['name'][dup].iloc[0]!r} appears in two splits")
-    distractor = images["person_id"].isin(DISTRACTOR_IDS)
+        first = images[dup].sort_values("name").head(2)
+        raise InputError(f"{found.root}: two images share the name {first['name'].iloc[0]!r} ({first['path'].iloc[0]} "
+                         f"and {first['path'].iloc[1]}); pose and pair files key images by name, so names must be "
+                         f"unique within a data set")
+    distractor = distractors(images["name"])
     if not include_distractors:
         images = images[~distractor].reset_index(drop=True)
-    return ImageSet(images, skipped, int(distractor.sum()))
+    return ImageSet(images, skipped, int(distractor.sum()), found)
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -135,6 +149,29 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
         if isinstance(err, InputError):
             raise
         raise InputError(f"{path}: unreadable image ({err.__class__.__name__}: {err})") from None
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(H, W) of an image from its header, without decoding the pixels.
+
+    Raises:
+        InputError: the file is missing or not an image.
+    """
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise InputError(f"{path}: unreadable image ({err.__class__.__name__})") from None
+
+
+def image_sizes(paths) -> np.ndarray:
+    """[N, 2] (H, W) of many images from their headers, read in threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return np.array(list(pool.map(image_size, paths)), dtype=np.int64).reshape(-1, 2)
 
 
 def try_load_rgb(path: str | os.PathLike) -> tuple[np.ndarray | None, str | None]:

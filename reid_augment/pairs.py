@@ -18,7 +18,7 @@ import pandas as pd
 from .config import PairConfig
 from .errors import InputError
 from .fileio import atomic_open, atomic_write_text
-from .images import DISTRACTOR_IDS, ImageSet, check_images, identities, scan_images
+from .images import ImageSet, check_images, distractors, identities, scan_images
 from .keypoints import valid_pose_mask
 from .poses import PoseTable, read_poses, write_poses
 
@@ -114,7 +114,7 @@ def build_pairs(poses: PoseTable, cfg: PairConfig, images: ImageSet | None = Non
         stats["images_without_pose_row"] = int(len(known - set(names)))
         poses = poses.subset(~unknown)
     pids, cams = identities(poses.names)
-    distractor = _isin(pids, DISTRACTOR_IDS)
+    distractor = distractors(poses.names)
     valid = valid_pose_mask(poses.coords, cfg.require_joints, cfg.min_joints)
     stats["distractors"] = int(distractor.sum())
     stats["pose_less"] = int((~valid & ~distractor).sum())
@@ -125,7 +125,7 @@ def build_pairs(poses: PoseTable, cfg: PairConfig, images: ImageSet | None = Non
     if test_poses is not None:
         test_pids, test_cams = identities(test_poses.names)
         test_keep = valid_pose_mask(test_poses.coords, cfg.require_joints, cfg.min_joints)
-        test_keep &= ~_isin(test_pids, DISTRACTOR_IDS)
+        test_keep &= ~distractors(test_poses.names)
         test, test_pids, test_cams = test_poses.subset(test_keep), test_pids[test_keep], test_cams[test_keep]
         test_ids = set(test_pids)
     else:

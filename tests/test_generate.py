@@ -26,7 +26,7 @@ def test_exact_counts_manifest_schema_and_names(cuhk_dir, checkpoint, tmp_path):
         pid, cam = parse_market_name(row["image"].split("/")[-1])
         assert (pid, cam) == (row["pid"], row["camid"]) == parse_market_name(row["source"])
         assert parse_market_name(row["pose_from"])[0] != row["pid"]  # A pose of another person.
-        assert load_rgb(tmp_path / "out" / row["image"]).shape == (64, 32, 3)
+        assert load_rgb(tmp_path / "out" / row["image"]).shape == (128, 64, 3)  # The source crop's size.
     assert manifest["step"].eq(7).all() and manifest["checkpoint"].str.len().eq(64).all()
     assert (tmp_path / "out" / "preview.png").is_file()
     assert output_name("0002_c1s1_000451_03.jpg", 7) == "0002_c1s1_000451_03_vdg07.jpg"
@@ -68,20 +68,20 @@ def test_identities_with_one_image_and_strategies(cuhk_dir, checkpoint):
     keep = ~images.images["name"].str.startswith("0003_") | (images.images["name"] == "0003_c1s1_000000_00.jpg")
     images.images = images.images[keep]
     for strategy in ("random", "kmeans", "novel"):
-        requests, _ = plan(images, poses, GenerateConfig(per_id=4, strategy=strategy), (128, 64))
+        requests, _ = plan(images, poses, GenerateConfig(per_id=4, strategy=strategy))
         one = requests[requests["pid"] == "0003"]
         assert len(one) == 4 and one["source"].nunique() == 1
-    novel, _ = plan(images, poses, GenerateConfig(per_id=4, strategy="novel"), (128, 64))
-    kmeans, _ = plan(images, poses, GenerateConfig(per_id=16, strategy="kmeans", kmeans_k=4), (128, 64))
+    novel, _ = plan(images, poses, GenerateConfig(per_id=4, strategy="novel"))
+    kmeans, _ = plan(images, poses, GenerateConfig(per_id=16, strategy="kmeans", kmeans_k=4))
     assert novel.groupby("pid")["pose_from"].nunique().eq(4).all()
-    assert kmeans["pose_from"].nunique() <= 4
+    assert kmeans["pose_from"].nunique() <= 8  # Per canonical pose: its medoid, or for its owner the next one.
 
 
 def test_empty_pose_bank_and_bad_checkpoint_are_clear_errors(cuhk_dir, checkpoint, tmp_path):
     images = scan_images(cuhk_dir)
     empty = PoseTable.from_arrays(images.images["name"], np.full((len(images.images), 18, 2), -1.0))
     with pytest.raises(InputError, match="pose bank is empty"):
-        plan(images, empty, GenerateConfig(), (128, 64))
+        plan(images, empty, GenerateConfig())
     old = tmp_path / "old.pt"
     torch.save({"format": FORMAT + 1}, old)
     with pytest.raises(InputError, match=f"checkpoint format {FORMAT + 1}"):
@@ -96,7 +96,7 @@ def test_novel_targets_are_the_poses_farthest_from_the_identity(cuhk_dir):
     from reid_augment.posebank import farthest_order, normalise
 
     images, poses = scan_images(cuhk_dir), read_poses(cuhk_dir / "annotations.csv")
-    requests, _ = plan(images, poses, GenerateConfig(per_id=3, strategy="novel"), (128, 64))
+    requests, _ = plan(images, poses, GenerateConfig(per_id=3, strategy="novel"))
     rows = requests[requests["pid"] == "0001"]
     own_names = [n for n in poses.names if n.startswith("0001_")]
     bank = normalise(poses.coords, (128, 64))
@@ -108,3 +108,12 @@ def test_novel_targets_are_the_poses_farthest_from_the_identity(cuhk_dir):
     # The matrix-product distance ranks like the direct one.
     direct = np.argsort(-nearest, kind="stable")
     assert (farthest_order(bank, own)[:5] == direct[:5]).all()
+
+
+def test_kmeans_never_gives_a_person_their_own_pose(cuhk_dir):
+    images, poses = scan_images(cuhk_dir), read_poses(cuhk_dir / "annotations.csv")
+    # As many canonical poses as bank poses: every medoid is someone's own pose.
+    requests, _ = plan(images, poses, GenerateConfig(per_id=40, strategy="kmeans", kmeans_k=200))
+    owners = requests["pose_from"].str[:4]
+    assert len(requests) == 480 and (owners != requests["pid"]).all()
+    assert requests.groupby("pid")["pose_from"].nunique().min() > 10

@@ -10,7 +10,7 @@ def test_parse_market_name():
     assert parse_market_name("0002_c1s1_000451_03.jpg") == ("0002", 1)
     assert parse_market_name("-1_c5s3_086412_11.jpg") == ("-1", 5)
     assert parse_market_name("path/to/1501_c6s4_001877_02.jpg") == ("1501", 6)
-    with pytest.raises(ValueError, match="not a Market-1501 name"):
+    with pytest.raises(ValueError, match="not a re-ID file name"):
         parse_market_name("person.jpg")
     assert identities(["alice/img1.jpg"])[0].tolist() == ["alice"]
 

@@ -98,7 +98,7 @@ def test_read_pair_file_errors(tmp_path):
 
 def test_unparseable_names_in_a_pose_file_are_a_clear_error():
     poses = PoseTable.from_arrays(["0001_c1s1_000001_00.jpg", "frame12.jpg"], np.full((2, 18, 2), 10.0))
-    with pytest.raises(InputError, match="frame12.jpg: image name is neither Market-1501 style"):
+    with pytest.raises(InputError, match="frame12.jpg: image name is neither a re-ID file name"):
         build_pairs(_synthetic(2, 2), PairConfig(), test_poses=poses)
 
 
