@@ -6,6 +6,7 @@ import gzip
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -82,3 +83,40 @@ def market_root(tmp_path_factory, cuhk_dir) -> Path:
         queried.add(pid)
         shutil.copy(path, root / sub / path.name)
     return root
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory, cuhk_dir) -> Path:
+    """The tiny recipe after 400 reconstruction steps on the sample (~40 s): its output follows the target pose
+    (at 150 steps it does not yet)."""
+    from reid_augment.config import PairConfig, load_recipe
+    from reid_augment.pairs import build_pairs, save_pair_set
+    from reid_augment.poses import read_poses
+    from reid_augment.train import train
+
+    work = tmp_path_factory.mktemp("trained")
+    save_pair_set(work, build_pairs(read_poses(cuhk_dir / "annotations.csv"), PairConfig(test_ids=2)), PairConfig())
+    recipe = load_recipe("tiny", ["train.rec_steps=400", "train.ref_steps=0", "train.num_workers=0",
+                                  "train.sample_every=1000"])
+    return train(cuhk_dir, recipe, work / "run", work / "pairs-train.csv", work / "poses.csv", device="cpu",
+                 progress=False)
+
+
+def resized_copy(src: Path, out: Path, poses, sizes) -> Path:
+    """Copy the images of `src` resized to sizes[i % len(sizes)] (H, W), with their poses scaled to match."""
+    from PIL import Image
+
+    from reid_augment.data import scale_pose
+    from reid_augment.poses import PoseTable, write_poses
+
+    out.mkdir(parents=True)
+    names, coords = [], []
+    for i, path in enumerate(sorted(src.glob("*.jpg"))):
+        h, w = sizes[i % len(sizes)]
+        with Image.open(path) as img:
+            img.convert("RGB").resize((w, h), Image.BICUBIC).save(out / path.name, quality=98)
+            frame = (img.height, img.width)
+        names.append(path.name)
+        coords.append(scale_pose(poses.coords[list(poses.names).index(path.name)], frame, (h, w)))
+    write_poses(out / "annotations.csv", PoseTable.from_arrays(names, np.stack(coords)))
+    return out
