@@ -14,7 +14,8 @@ $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade "pip>=23"
 	$(PIP) torch==2.14.1 torchvision==0.29.1
-	$(PIP) -e ".[test,torchreid]"
+	$(PIP) -e ".[test,torchreid,fastreid]"
+	$(PIP) --no-deps fastreid==1.4.0  # It pins torch 1.13; reid_augment.integrations.fastreid shims the rest.
 	touch $(STAMP)
 
 # The pose stack, pinned to versions tested together (a plain `pip install mmpose` does not resolve):

@@ -34,6 +34,8 @@ setup(
         # torchreid's PyPI build imports these without declaring them; tensorboard 2.18+ needs protobuf 5,
         # which mediapipe (the offline pose backend) refuses.
         "torchreid": ["torchreid==0.2.5", "scipy", "opencv-python-headless", "gdown", "tensorboard<2.18"],
+        # fastreid==1.4.0 itself is installed with --no-deps (it pins torch 1.13); what its data code imports:
+        "fastreid": ["yacs", "tabulate", "termcolor"],
     },
     entry_points={"console_scripts": ["reid-augment=reid_augment.cli:main"]},
 )

@@ -32,6 +32,23 @@ def cli() -> None:
     """
 
 
+_layout_option = click.option(
+    "--layout", type=click.Choice(["market1501", "msmt17", "flat", "by-person"]), default=None,
+    help="The data set's layout (default: detected). market1501 also covers CUHK03-NP and DukeMTMC-reID.")
+
+
+def _size(_ctx, _param, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        h, w = (int(v) for v in value.lower().split("x"))
+        if h > 0 and w > 0:
+            return h, w
+    except ValueError:
+        pass
+    raise click.BadParameter(f"{value!r}: expected HxW, e.g. 128x64")
+
+
 def _joint_list(_ctx, _param, value: str) -> tuple[str, ...]:
     from .keypoints import joint_index
 
@@ -55,7 +72,9 @@ def _joint_list(_ctx, _param, value: str) -> tuple[str, ...]:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--score-thr", type=click.FloatRange(0, 1), help="Joints below it are -1 (mmpose 0.3, mediapipe 0.5).")
-def estimate_poses_cmd(images, output, backend, pose_config, pose_checkpoint, device, batch_size, score_thr) -> None:
+@_layout_option
+def estimate_poses_cmd(images, output, backend, pose_config, pose_checkpoint, device, batch_size, score_thr,
+                       layout) -> None:
     """Estimate 18-joint poses of the images of IMAGES and write a Def-GAN annotation CSV.
 
     Reruns skip images already in the file. A sidecar FILE.scores.json keeps the per-joint scores.
@@ -66,9 +85,10 @@ def estimate_poses_cmd(images, output, backend, pose_config, pose_checkpoint, de
       reid-augment estimate-poses reid_augment/sample/cuhk03 --backend mediapipe -o work/poses.csv
     """
     from .estimate import MMPOSE_CHECKPOINT, estimate_poses
+    from .images import scan_images
     from .train import resolve_device
 
-    result = estimate_poses(images, output or f"{DEFAULT_WORKDIR}/poses.csv", backend, batch_size=batch_size,
+    result = estimate_poses(scan_images(images, layout=layout), output or f"{DEFAULT_WORKDIR}/poses.csv", backend, batch_size=batch_size,
                             score_thr=score_thr, pose_config=pose_config,
                             pose_checkpoint=pose_checkpoint or MMPOSE_CHECKPOINT, device=str(resolve_device(device)))
     for name, reason in result.skipped:
@@ -96,11 +116,13 @@ def estimate_poses_cmd(images, output, backend, pose_config, pose_checkpoint, de
 @click.option("--jobs", type=click.IntRange(min=1), default=4, show_default=True, help="Image-decoding threads.")
 @click.option("--pose-backend", type=click.Choice(["mmpose", "mediapipe"]), default="mmpose", show_default=True,
               help="Backend used to estimate poses when --poses is not given.")
+@_layout_option
 def build_pairs_cmd(images, poses, workdir, test_poses, test_ids, num_test_pairs, min_joints, require_joints,
-                    cross_camera, max_pairs_per_id, seed, jobs, pose_backend) -> None:
+                    cross_camera, max_pairs_per_id, seed, jobs, pose_backend, layout) -> None:
     """Filter pose-less images of IMAGES and write same-identity pairs to WORKDIR.
 
-    IMAGES is a Market-1501 root, a flat folder of Market-style names, or <root>/<person_id>/<image>.
+    IMAGES is a Market-1501, CUHK03-NP, DukeMTMC-reID or MSMT17 root, a flat folder of such names, or
+    <root>/<person_id>/<image>; its training split is paired.
 
     \b
     Examples:
@@ -114,7 +136,8 @@ def build_pairs_cmd(images, poses, workdir, test_poses, test_ids, num_test_pairs
     cfg = PairConfig(require_joints=require_joints, min_joints=min_joints, cross_camera=cross_camera,
                      max_pairs_per_id=max_pairs_per_id, test_ids=test_ids, num_test_pairs=num_test_pairs,
                      seed=seed)
-    pair_set = run_build_pairs(images, workdir, cfg, poses, test_poses, n_jobs=jobs, pose_backend=pose_backend)
+    pair_set = run_build_pairs(images, workdir, cfg, poses, test_poses, n_jobs=jobs, pose_backend=pose_backend,
+                               layout=layout)
     for warning in pair_set.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(summarize(pair_set, workdir))
@@ -186,9 +209,12 @@ def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, 
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Decoding workers.")
 @click.option("--poses", type=click.Path(), metavar="FILE", help="Pose CSV (default: WORKDIR/poses.csv).")
+@click.option("--out-size", callback=_size, metavar="HxW",
+              help="Size of every generated image (default: the size of the source crop it augments).")
+@_layout_option
 @click.option("--device", default="auto", show_default=True)
 def generate_cmd(images, per_id, workdir, checkpoint, out, strategy, kmeans_k, seed, shard, batch_size, workers,
-                 poses, device) -> None:
+                 poses, out_size, layout, device) -> None:
     """Generate N new images of every identity of IMAGES in new poses, with a manifest.
 
     \b
@@ -209,7 +235,7 @@ def generate_cmd(images, per_id, workdir, checkpoint, out, strategy, kmeans_k, s
                                        f"train` or pass --checkpoint")
         checkpoint = candidates[-1]
     cfg = GenerateConfig(per_id=per_id, strategy=strategy, kmeans_k=kmeans_k, seed=seed, batch_size=batch_size,
-                         num_workers=workers)
+                         num_workers=workers, out_size=out_size, layout=layout)
     result = generate(images, checkpoint, poses or workdir / "poses.csv", out or workdir / "generated", cfg,
                       parse_shard(shard), device)
     click.echo(result.summary())
@@ -228,24 +254,32 @@ def merge_cmd(outs, output) -> None:
 
 
 @cli.command("export")
-@click.argument("out", type=click.Path(), metavar="OUT")
-@click.option("--market-root", required=True, type=click.Path(), metavar="ROOT", help="The original Market-1501 root.")
+@click.argument("out", type=click.Path(), metavar="GENERATED")
+@click.option("--root", "--market-root", "root", required=True, type=click.Path(), metavar="ROOT",
+              help="The original data set root (Market-1501, CUHK03-NP, DukeMTMC-reID, MSMT17, flat or <pid>/<image>).")
 @click.option("-o", "--output", "new_root", required=True, type=click.Path(file_okay=False), metavar="NEW_ROOT")
 @click.option("--copy", is_flag=True, help="Copy files instead of symlinking them.")
-def export_cmd(out, market_root, new_root, copy) -> None:
-    """Make a Market-1501 root whose bounding_box_train/ also holds the generated images of OUT.
+@click.option("--out-size", callback=_size, metavar="HxW",
+              help="Resize generated images to HxW (default: each to its source crop's size).")
+@_layout_option
+def export_cmd(out, root, new_root, copy, out_size, layout) -> None:
+    """Make NEW_ROOT, in ROOT's own layout, whose training split also holds the generated images of GENERATED.
 
-    query/ and bounding_box_test/ stay as they are, so any Market-1501 loader trains on the augmented set.
+    Query and gallery stay as they are, so the data set's stock loader (torchreid, fast-reid) trains on the
+    augmented set as is. For MSMT17 the images go into train/<pid>/ and their lines into list_train.txt.
 
     \b
     Examples:
-      reid-augment export work/generated --market-root Market-1501-v15.09.15 -o Market-1501-vdg
+      reid-augment export work/generated --root Market-1501-v15.09.15 -o reid-data/market1501/Market-1501-v15.09.15
+      reid-augment export work/generated --root MSMT17_V1 -o reid-data/msmt17/MSMT17_V1
     """
     from .export import export
 
-    counts = export(out, market_root, new_root, copy)
-    click.echo(f"Wrote {new_root}: bounding_box_train/ holds {counts['original']} original and "
-               f"{counts['generated']} generated images; query/ and bounding_box_test/ are unchanged "
+    counts = export(out, root, new_root, copy, out_size, layout)
+    resized = f", {counts['resized']} of them resized to their source's size" if counts["resized"] else ""
+    unknown = f"; {counts['unknown_source']} whose source is not in ROOT were skipped" if counts["unknown_source"] else ""
+    click.echo(f"Wrote {new_root}: its training split holds {counts['original']} original and "
+               f"{counts['generated']} generated images{resized}{unknown}; query and gallery are unchanged "
                f"({'copied' if copy else 'linked'}).")
 
 

@@ -1,4 +1,10 @@
-"""Hand generated images to re-ID code: item lists for torchreid/fast-reid, and an augmented Market-1501 root."""
+"""Hand generated images to re-ID code: an augmented copy of a data set root in its own layout, and the
+source-to-generated item mapping the torchreid and fast-reid integrations use.
+
+A generated image keeps its source's person and camera: in a file name that each data set's own parser
+reads (`0002_c1s1_000451_03_vdg07.jpg`, `0000_000_01_0303morning_0015_0_vdg07.jpg`), in MSMT17's list
+files (the source's label), and in `generated_items` (the source's item in the re-ID framework).
+"""
 
 from __future__ import annotations
 
@@ -6,19 +12,25 @@ import os
 import shutil
 from pathlib import Path
 
+import pandas as pd
+from PIL import Image
+
 from .errors import InputError
-from .images import parse_market_name
+from .fileio import atomic_open, atomic_write_text
+from .images import image_size, parse_market_name, scan_images
+from .layouts import MSMT_LISTS, detect_layout, list_images, read_msmt_list
 
 
+def read_generated(manifest: str | os.PathLike) -> tuple[Path, pd.DataFrame]:
+    """(manifest path, its rows whose image exists); `manifest` may be the generate output folder."""
+    from .generate import read_manifest
 
-def find_market_dir(root: str | os.PathLike) -> Path:
-    """The folder holding bounding_box_train/, in the layouts torchreid and fast-reid accept."""
-    root = Path(root)
-    for candidate in (root, root / "Market-1501-v15.09.15", root / "market1501" / "Market-1501-v15.09.15",
-                      root / "market1501"):
-        if (candidate / "bounding_box_train").is_dir():
-            return candidate
-    raise InputError(f"{root}: no Market-1501 root (a folder with bounding_box_train/, query/, bounding_box_test/)")
+    manifest = Path(manifest)
+    if manifest.is_dir():
+        manifest = manifest / "manifest.csv"
+    if not manifest.is_file():
+        raise InputError(f"{manifest}: no such manifest (run `reid-augment generate` first)")
+    return manifest, read_manifest(manifest)
 
 
 def market_items(folder: str | os.PathLike) -> list[tuple[str, int, int]]:
@@ -31,47 +43,123 @@ def market_items(folder: str | os.PathLike) -> list[tuple[str, int, int]]:
     return items
 
 
-def manifest_items(manifest: str | os.PathLike) -> list[tuple[str, int, int]]:
-    """(path, pid, camid) of a generate manifest's images: each keeps its source's person and camera."""
-    from .generate import read_manifest
+def generated_items(manifest: str | os.PathLike, base_train: list[tuple]) -> list[tuple]:
+    """Items for a re-ID framework's training list: each generated image takes its source's item (pid, camid,
+    and whatever else the framework keeps) with its own path. Sources are matched by file name.
 
-    manifest = Path(manifest)
-    if manifest.is_dir():
-        manifest = manifest / "manifest.csv"
-    if not manifest.is_file():
-        raise InputError(f"{manifest}: no such manifest (run `reid-augment generate` first)")
-    table = read_manifest(manifest)
-    try:
-        return [(str(manifest.parent / p), int(pid), int(cam))
-                for p, pid, cam in zip(table["image"], table["pid"], table["camid"])]
-    except ValueError:
-        raise InputError(f"{manifest}: person ids are not numbers; re-ID loaders need Market-1501 style ids") from None
-
-
-def export(manifest: str | os.PathLike, market_root: str | os.PathLike, new_root: str | os.PathLike,
-           copy: bool = False) -> dict[str, int]:
-    """Build a Market-1501 root whose bounding_box_train/ holds the originals plus the generated images.
-
-    query/ and bounding_box_test/ are linked (or copied) unchanged, so any Market-1501 loader trains on the
-    augmented set as is. Files are symlinked unless `copy`. Returns counts per kind.
+    Raises:
+        InputError: no generated image's source is in `base_train` (the manifest is for another data set).
     """
-    source = find_market_dir(market_root)
+    manifest, table = read_generated(manifest)
+    by_name = {os.path.basename(item[0]): item for item in base_train}
+    items = [(str(manifest.parent / image), *by_name[os.path.basename(source)][1:])
+             for image, source in zip(table["image"], table["source"]) if os.path.basename(source) in by_name]
+    if len(table) and not items:
+        raise InputError(f"{manifest}: none of its {len(table)} sources is in this data set's training split "
+                         f"(e.g. {table['source'].iloc[0]}); was it generated from another data set?")
+    return items
+
+
+def _place(src: Path, dst: Path, copy: bool, size: tuple[int, int] | None) -> bool:
+    """Link (or copy) src to dst; resized to `size` (H, W) when it has another size (a new file then).
+
+    Returns whether it was resized.
+    """
+    if dst.exists() or dst.is_symlink():
+        return False
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if size is not None and image_size(src) != tuple(size):
+        with Image.open(src) as img, atomic_open(dst, "wb") as f:
+            img.convert("RGB").resize((size[1], size[0]), Image.BICUBIC).save(f, format="JPEG", quality=95)
+        return True
+    if copy:
+        shutil.copy2(src, dst)
+    else:
+        os.symlink(os.path.abspath(src), dst)
+    return False
+
+
+def _mirror(src: Path, dst: Path, copy: bool) -> None:
+    """A folder or file unchanged: linked, or copied."""
+    if dst.exists() or dst.is_symlink() or not src.exists():
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if copy:
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+    else:
+        os.symlink(os.path.abspath(src), dst, target_is_directory=src.is_dir())
+
+
+def export(manifest: str | os.PathLike, root: str | os.PathLike, new_root: str | os.PathLike, copy: bool = False,
+           out_size: tuple[int, int] | None = None, layout: str | None = None) -> dict[str, int]:
+    """Build NEW_ROOT in ROOT's own layout, whose training split holds the originals plus the generated images.
+
+    Market-1501 / CUHK03-NP / DukeMTMC-reID: bounding_box_train/ gets both, query/ and bounding_box_test/ are
+    unchanged. MSMT17: the images go into train/<pid>/ and their lines into list_train.txt (the source's
+    label); the other lists and test/ are unchanged. Flat and <pid>/<image> folders: the images go beside
+    their sources. Files are symlinked unless `copy`. A generated image is written resized when its size
+    differs from its source's (or from `out_size`). Returns counts per kind.
+    """
+    lay = detect_layout(root, layout)
+    manifest_path, table = read_generated(manifest)
+    found = scan_images(lay.root, include_distractors=True, layout=lay.kind).images
+    source_paths = dict(zip(found["name"].map(os.path.basename) if lay.kind != "by-person" else found["name"],
+                            found["path"]))
     new_root = Path(new_root)
-    train_dir = new_root / "bounding_box_train"
-    train_dir.mkdir(parents=True, exist_ok=True)
-    place = shutil.copy2 if copy else (lambda src, dst: os.symlink(os.path.abspath(src), dst))
-    counts = {"original": 0, "generated": 0}
-    for kind, items in (("original", market_items(source / "bounding_box_train")), ("generated", manifest_items(manifest))):
-        for path, _, _ in items:
-            target = train_dir / Path(path).name
-            if not target.exists():
-                place(path, target)
-            counts[kind] += 1
-    for sub in ("bounding_box_test", "query"):
-        target = new_root / sub
-        if not target.exists() and (source / sub).is_dir():
-            if copy:
-                shutil.copytree(source / sub, target)
-            else:
-                os.symlink(os.path.abspath(source / sub), target, target_is_directory=True)
+    if new_root.resolve() == lay.root.resolve():
+        raise InputError(f"{new_root}: the new root must differ from the original {lay.root}")
+    counts = {"original": 0, "generated": 0, "resized": 0, "unknown_source": 0}
+    train_dir = lay.train_dir
+    new_train = new_root / train_dir.relative_to(lay.root)
+
+    # Originals of the training split, as they are.
+    if lay.kind == "msmt17":
+        originals = [(lay.train_dir / rel, new_train / rel) for rel, _ in read_msmt_list(lay.root / "list_train.txt")]
+    elif lay.kind == "by-person":
+        originals = [(p, new_root / p.parent.name / p.name) for d in sorted(lay.root.iterdir()) if d.is_dir()
+                     for p in list_images(d)]
+    else:
+        originals = [(p, new_train / p.name) for p in list_images(train_dir)]
+    for src, dst in originals:
+        _place(src, dst, copy, None)
+    counts["original"] = len(originals)
+
+    # Generated images, each beside its source, at its source's size (or out_size).
+    labels = {rel.rsplit("/", 1)[1]: label for rel, label in read_msmt_list(lay.root / "list_train.txt")} \
+        if lay.kind == "msmt17" else {}
+    new_lines = []
+    for image, source in zip(table["image"], table["source"]):
+        key = source if lay.kind == "by-person" else os.path.basename(source)
+        if key not in source_paths:
+            counts["unknown_source"] += 1
+            continue
+        src_path = Path(source_paths[key])
+        name = os.path.basename(image)
+        if lay.kind == "msmt17":
+            dst = new_train / src_path.parent.name / name
+            new_lines.append(f"{src_path.parent.name}/{name} {labels[key]}")
+        elif lay.kind == "by-person":
+            dst = new_root / src_path.parent.name / name
+        else:
+            dst = new_train / name
+        counts["resized"] += _place(manifest_path.parent / image, dst, copy, out_size or image_size(src_path))
+        counts["generated"] += 1
+    if counts["generated"] == 0 and len(table):
+        raise InputError(f"{manifest_path}: none of its sources is in {lay.root} (e.g. {table['source'].iloc[0]})")
+
+    # The rest of the data set, unchanged.
+    if lay.kind == "market1501":
+        for sub in ("bounding_box_test", "query"):
+            _mirror(lay.root / sub, new_root / sub, copy)
+    elif lay.kind == "msmt17":
+        train_list = (lay.root / "list_train.txt").read_text(encoding="utf-8")
+        if train_list and not train_list.endswith("\n"):
+            train_list += "\n"
+        train_list += "".join(f"{line}\n" for line in new_lines)
+        atomic_write_text(new_root / "list_train.txt", train_list)
+        for name in MSMT_LISTS:
+            if name != "list_train.txt":
+                _mirror(lay.root / name, new_root / name, True)
+        _mirror(lay.test_dir, new_root / lay.test_dir.name, copy)
     return counts
+

@@ -206,4 +206,4 @@ def check_images(image_set: ImageSet, n_jobs: int = 4, progress: bool = True) ->
     if bad.all():
         first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise InputError(f"{Path(paths[0]).parent}: no usable image among {len(paths)} files{first}")
-    return ImageSet(image_set.images[~bad].reset_index(drop=True), skipped, image_set.distractors)
+    return ImageSet(image_set.images[~bad].reset_index(drop=True), skipped, image_set.distractors, image_set.layout)

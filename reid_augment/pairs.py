@@ -195,14 +195,14 @@ def save_pair_set(workdir: str | os.PathLike, pair_set: PairSet, cfg: PairConfig
 def run_build_pairs(images_root: str | os.PathLike, workdir: str | os.PathLike, cfg: PairConfig,
                     poses_path: str | os.PathLike | None = None,
                     test_poses_path: str | os.PathLike | None = None, n_jobs: int = 4,
-                    pose_backend: str = "mmpose") -> PairSet:
+                    pose_backend: str = "mmpose", layout: str | None = None) -> PairSet:
     """The `build-pairs` stage: check the images, read (or estimate) poses, pair, write `workdir`.
 
     Without `poses_path`, poses are estimated with `pose_backend` and written to `workdir/poses.csv` first.
     """
-    image_set = check_images(scan_images(images_root), n_jobs=n_jobs)
+    image_set = check_images(scan_images(images_root, layout=layout), n_jobs=n_jobs)
     train_images = ImageSet(image_set.images[image_set.images["split"] == "train"], image_set.skipped,
-                            image_set.distractors)
+                            image_set.distractors, image_set.layout)
     if poses_path is None:
         from .estimate import estimate_poses
 

@@ -120,3 +120,48 @@ def resized_copy(src: Path, out: Path, poses, sizes) -> Path:
         coords.append(scale_pose(poses.coords[list(poses.names).index(path.name)], frame, (h, w)))
     write_poses(out / "annotations.csv", PoseTable.from_arrays(names, np.stack(coords)))
     return out
+
+
+def _layout_name(kind: str, pid: int, cam: int, index: int, split: str) -> str:
+    if kind == "duke":
+        return f"{pid:04d}_c{cam}_f{index:07d}.jpg"
+    # MSMT17 numbers train and test persons from 0000 each; the date keeps the names unique.
+    return f"{pid:04d}_{index:03d}_{cam:02d}_{'0303morning' if split == 'train' else '0113noon'}_{index:04d}_0.jpg"
+
+
+@pytest.fixture(scope="session")
+def layout_roots(tmp_path_factory, cuhk_dir) -> dict:
+    """The CUHK03 sample as DukeMTMC-reID and MSMT17 V1 roots where torchreid looks for them (ids 1-6 train,
+    7-12 query (first image) and gallery), with a pose file each keyed by the new names."""
+    from reid_augment.poses import PoseTable, read_poses, write_poses
+
+    poses = read_poses(cuhk_dir / "annotations.csv")
+    row = {n: i for i, n in enumerate(poses.names)}
+    reid_data = tmp_path_factory.mktemp("layouts")
+    roots = {"duke": reid_data / "dukemtmc-reid" / "DukeMTMC-reID", "msmt": reid_data / "msmt17" / "MSMT17_V1"}
+    out = {"reid_data": reid_data}
+    for kind, root in roots.items():
+        names, coords, lists, queried = [], [], {"train": [], "val": [], "query": [], "test": []}, set()
+        for index, path in enumerate(sorted(cuhk_dir.glob("*.jpg"))):
+            pid, cam = int(path.name[:4]), int(path.name[6])
+            split = "train" if pid <= 6 else "query" if pid not in queried else "test"
+            queried.add(pid)
+            new_pid = pid if kind == "duke" else (pid - 1) % 6  # MSMT17: persons 0000-0005 in each split.
+            name = _layout_name(kind, new_pid, cam, index, split)
+            if kind == "duke":
+                folder = {"train": "bounding_box_train", "query": "query", "test": "bounding_box_test"}[split]
+                dst = root / folder / name
+            else:
+                dst = root / ("train" if split == "train" else "test") / f"{new_pid:04d}" / name
+                lists[split].append(f"{new_pid:04d}/{name} {new_pid}")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, dst)
+            names.append(name)
+            coords.append(poses.coords[row[path.name]])
+        if kind == "msmt":
+            for split, lines in lists.items():
+                list_name = {"test": "list_gallery.txt"}.get(split, f"list_{split}.txt")
+                (root / list_name).write_text("".join(f"{line}\n" for line in lines))
+        write_poses(root.parent / "poses.csv", PoseTable.from_arrays(names, np.stack(coords)))
+        out[kind] = root
+    return out

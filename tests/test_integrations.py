@@ -1,5 +1,3 @@
-import sys
-import types
 from collections import Counter
 
 import pandas as pd
@@ -60,34 +58,3 @@ def test_torchreid_registered_dataset_serves_originals_and_generated(manifest, m
     manager = tdata.ImageDataManager(root=str(market_root.parent.parent), sources="market1501_vdg_test",
                                      height=64, width=32, batch_size_train=4, workers=0, train_sampler="RandomSampler")
     assert manager.num_train_pids == 6
-
-
-def test_fastreid_registration_follows_its_dataset_contract(manifest, market_root, monkeypatch):
-    """fast-reid is not on the package index: a stand-in with its documented registry and base class."""
-    registry = {}
-
-    class Registry:
-        def register(self, obj):
-            registry[obj.__name__] = obj
-            return obj
-
-    class ImageDataset:
-        def __init__(self, train, query, gallery, transform=None, mode="train", **kwargs):
-            self.train, self.query, self.gallery = train, query, gallery
-
-    datasets = types.ModuleType("fastreid.data.datasets")
-    datasets.DATASET_REGISTRY = Registry()
-    bases = types.ModuleType("fastreid.data.datasets.bases")
-    bases.ImageDataset = ImageDataset
-    for name, module in {"fastreid": types.ModuleType("fastreid"), "fastreid.data": types.ModuleType("fastreid.data"),
-                         "fastreid.data.datasets": datasets, "fastreid.data.datasets.bases": bases}.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.delitem(sys.modules, "reid_augment.integrations.fastreid", raising=False)
-    from reid_augment.integrations.fastreid import register
-
-    register(manifest)
-    dataset = registry["Market1501VDG"](root=str(market_root.parent))
-    pids = Counter(pid for _, pid, _ in dataset.train)
-    assert set(pids) == {f"market1501_{i}" for i in range(1, 7)}
-    assert sum(pids.values()) == len(list((market_root / "bounding_box_train").glob("*.jpg"))) + 18
-    assert all(isinstance(pid, int) for _, pid, _ in dataset.query)

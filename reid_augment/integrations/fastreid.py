@@ -1,41 +1,71 @@
-"""fast-reid dataset `Market1501VDG`: Market-1501 plus a manifest's images, in fast-reid's registry.
+"""fast-reid datasets that serve any stock data set plus a manifest's generated images.
 
-fast-reid is not on the package index; this follows its documented dataset contract (a class in
-`fastreid.data.datasets.DATASET_REGISTRY`, built with `root=`, whose training items are
-(path, "<dataset_name>_<pid>", "<dataset_name>_<camid>") and test items (path, pid, camid)).
+`register(manifest, base="Market1501")` adds `<base>VDG` to fast-reid's `DATASET_REGISTRY`: the stock class's
+train, query and gallery (read by fast-reid's own code), plus every generated image under its source's
+identity and camera names (`market1501_<pid>`, `dukemtmc_<pid>`, `msmt17_<pid>`, ...).
+
+The index build `fastreid==1.4.0` (install with `pip install --no-deps fastreid==1.4.0 yacs tabulate`) predates
+torch 2 and Python 3.10: importing `fastreid.data` needs `torch._six.string_classes` and `collections.Mapping`,
+which fast-reid's own source later stopped using. Importing this module adds those two names when they are
+missing, and nothing else.
 
 Examples::
 
     from reid_augment.integrations.fastreid import register
-    register("work/generated/manifest.csv")   # then DATASETS.NAMES: ("Market1501VDG",) in the config
+    register("work/generated/manifest.csv", base="DukeMTMC")  # then DATASETS.NAMES: ("DukeMTMCVDG",)
 """
 
 from __future__ import annotations
 
+import collections
+import collections.abc
 import os
+import sys
+import types
 
-from ..export import find_market_dir, manifest_items, market_items
-
-from fastreid.data.datasets import DATASET_REGISTRY  # noqa: E402  (imported only when this module is used)
-from fastreid.data.datasets.bases import ImageDataset
-
-
-class _Market1501VDG(ImageDataset):
-    dataset_name = "market1501"  # Shares fast-reid's Market1501 identity names: generated images keep them.
-    manifest: str | None = None
-
-    def __init__(self, root: str = "datasets", **kwargs):
-        market_dir = find_market_dir(root)
-        name = self.dataset_name
-        train = [(p, f"{name}_{pid}", f"{name}_{cam - 1}")
-                 for p, pid, cam in market_items(market_dir / "bounding_box_train") + manifest_items(self.manifest)]
-        query = [(p, pid, cam - 1) for p, pid, cam in market_items(market_dir / "query")]
-        gallery = [(p, pid, cam - 1) for p, pid, cam in market_items(market_dir / "bounding_box_test")]
-        super().__init__(train, query, gallery, **kwargs)
+from ..errors import InputError
+from ..export import generated_items
 
 
-def register(manifest: str | os.PathLike, name: str = "Market1501VDG") -> type:
-    """Register a dataset bound to `manifest` in fast-reid's DATASET_REGISTRY under `name`."""
-    cls = type(name, (_Market1501VDG,), {"manifest": str(manifest)})
-    DATASET_REGISTRY.register(cls)
+def _shim_old_fastreid() -> None:
+    """The two names fastreid 1.4.0 imports that torch 2 and Python 3.10 removed."""
+    try:
+        import torch._six  # noqa: F401
+    except ImportError:
+        six = types.ModuleType("torch._six")
+        six.string_classes = (str,)
+        sys.modules["torch._six"] = six
+    if not hasattr(collections, "Mapping"):
+        collections.Mapping = collections.abc.Mapping
+
+
+_shim_old_fastreid()
+
+from fastreid.data.datasets import DATASET_REGISTRY  # noqa: E402  (after the shims)
+from fastreid.data.datasets.bases import ImageDataset  # noqa: E402
+
+
+class _WithGenerated(ImageDataset):
+    """Sits between a stock data set class and ImageDataset in the MRO: the manifest's images join the
+    training list (fast-reid may hand it over as a callable, read lazily) with their sources' names."""
+
+    manifest: str = ""
+
+    def __init__(self, train, query, gallery, **kwargs):
+        train = list(train() if callable(train) else train)
+        super().__init__(train + generated_items(self.manifest, train), query, gallery, **kwargs)
+
+
+def register(manifest: str | os.PathLike, base: str = "Market1501", name: str | None = None) -> type:
+    """Register `base` plus the images of `manifest` as `name` (default `<base>VDG`); returns the class.
+
+    Raises:
+        InputError: `base` is not in fast-reid's registry.
+    """
+    known = DATASET_REGISTRY._obj_map  # Registry.register refuses a second registration of a name.
+    if base not in known:
+        raise InputError(f"unknown fast-reid data set {base!r}; known: {', '.join(sorted(known))}")
+    name = name or f"{base}VDG"
+    cls = type(name, (known[base], _WithGenerated), {"manifest": str(manifest)})
+    known[name] = cls
     return cls

@@ -1,52 +1,62 @@
-"""torchreid dataset `market1501_vdg`: Market-1501 plus a manifest's images under one identity map.
+"""torchreid datasets that serve any stock image data set plus a manifest's generated images.
+
+`register(manifest, base="market1501")` registers `<base>_vdg`: the base class's own train, query and
+gallery (read by torchreid's own code from its usual root), plus every generated image under its source's
+(relabelled) identity and camera. Works for any torchreid image data set (`market1501`, `dukemtmcreid`,
+`msmt17`, `cuhk03`, ...) and both import paths (the PyPI build's `torchreid.reid`, a source install's
+`torchreid`).
 
 Examples::
 
     import torchreid
     from reid_augment.integrations.torchreid import register
 
-    register("work/generated/manifest.csv")  # adds the dataset name "market1501_vdg"
-    datamanager = torchreid.data.ImageDataManager(root="reid-data", sources="market1501_vdg")
+    register("work/generated/manifest.csv", base="dukemtmcreid")  # adds "dukemtmcreid_vdg"
+    datamanager = torchreid.reid.data.ImageDataManager(root="reid-data", sources="dukemtmcreid_vdg")
 """
 
 from __future__ import annotations
 
 import os
 
-from ..export import find_market_dir, manifest_items, market_items
+from ..errors import InputError
+from ..export import generated_items
 
 try:  # The PyPI build (torchreid 0.2.x) nests the package under torchreid.reid.
-    from torchreid.reid.data import ImageDataset, register_image_dataset
+    from torchreid.reid.data import ImageDataset
+    from torchreid.reid.data import datasets as _datasets
 except ImportError:  # A source install of deep-person-reid.
-    from torchreid.data import ImageDataset, register_image_dataset
+    from torchreid.data import ImageDataset
+    from torchreid.data import datasets as _datasets
 
 
-def train_items(market_dir, manifest) -> list[tuple[str, int, int]]:
-    """Originals and generated images, pids relabelled 0..n-1 together and camids from 0, as torchreid wants."""
-    items = [it for it in market_items(market_dir / "bounding_box_train") + manifest_items(manifest) if it[1] != 0]
-    labels = {pid: i for i, pid in enumerate(sorted({pid for _, pid, _ in items}))}
-    return [(path, labels[pid], cam - 1) for path, pid, cam in items]
+def _registry() -> dict:
+    return getattr(_datasets, "__image_datasets")  # torchreid's name -> class map (a module-private global).
 
 
-class Market1501VDG(ImageDataset):
-    """Market-1501 whose training split also holds the generated images of `manifest` (same pids)."""
+class _WithGenerated(ImageDataset):
+    """Sits between a stock data set class and ImageDataset in the MRO: when the stock class hands its lists
+    to ImageDataset, the manifest's images join the training list with their sources' labels."""
 
-    dataset_dir = "market1501"
-    manifest: str | None = None
+    manifest: str = ""
 
-    def __init__(self, root: str = "", manifest: str | os.PathLike | None = None, **kwargs):
-        manifest = manifest or self.manifest
-        if manifest is None:
-            raise ValueError("Market1501VDG needs a manifest: use register(manifest) or pass manifest=")
-        market_dir = find_market_dir(os.path.expanduser(root))
-        train = train_items(market_dir, manifest)
-        query = [(p, pid, cam - 1) for p, pid, cam in market_items(market_dir / "query")]
-        gallery = [(p, pid, cam - 1) for p, pid, cam in market_items(market_dir / "bounding_box_test")]
-        super().__init__(train, query, gallery, **kwargs)
+    def __init__(self, train, query, gallery, **kwargs):
+        train = list(train)
+        super().__init__(train + generated_items(self.manifest, train), query, gallery, **kwargs)
 
 
-def register(manifest: str | os.PathLike, name: str = "market1501_vdg") -> type:
-    """Register a Market1501VDG bound to `manifest` under `name`; returns the class."""
-    cls = type("Market1501VDG", (Market1501VDG,), {"manifest": str(manifest)})
-    register_image_dataset(name, cls)
+def register(manifest: str | os.PathLike, base: str = "market1501", name: str | None = None) -> type:
+    """Register `base` plus the images of `manifest` under `name` (default `<base>_vdg`); returns the class.
+
+    Registering the same name again replaces it (handy in notebooks).
+
+    Raises:
+        InputError: `base` is not a torchreid image data set.
+    """
+    datasets = _registry()
+    if base not in datasets:
+        raise InputError(f"unknown torchreid image data set {base!r}; known: {', '.join(sorted(datasets))}")
+    stock = datasets[base]
+    cls = type(f"{stock.__name__}VDG", (stock, _WithGenerated), {"manifest": str(manifest)})
+    datasets[name or f"{base}_vdg"] = cls
     return cls
