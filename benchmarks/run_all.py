@@ -30,7 +30,12 @@ def run(script: str, *args: str) -> list[dict]:
 def row(record: dict) -> str:
     b = record["bench"]
     if b == "build_pairs":
-        return f"| build-pairs ({record['scale']}, {record['images']} images) | {record['pairs_per_s']:,} pairs/s | {record['pairs']:,} pairs in {record['seconds']} s |"
+        return (f"| build-pairs in memory ({record['scale']}, {record['images']:,} images) | "
+                f"{record['pairs_per_s']:,} pairs/s | {record['pairs']:,} pairs in {record['seconds']} s |")
+    if b == "build_pairs_cli":
+        return (f"| build-pairs whole stage ({record['images']:,} images, image check included) | "
+                f"{record['images_per_s']:,} images/s | {record['pairs']:,} pairs in {record['seconds']} s; "
+                f"{record['input']} |")
     if b == "estimate_poses":
         if "skipped" in record:
             return f"| estimate-poses ({record['backend']}) | skipped | {record['skipped']} |"

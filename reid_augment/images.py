@@ -23,6 +23,7 @@ DISTRACTOR_IDS = frozenset({"-1", "0000"})  # Market-1501's distractors and junk
 _MARKET_NAME = re.compile(r"^(-1|\d+)_c(\d+)")  # Market-1501, CUHK03-NP, DukeMTMC-reID.
 _MSMT_NAME = re.compile(r"^(\d+)_\d+_(\d+)_")  # MSMT17: <person>_<index>_<camera>_<date>_<frame>_<n>.
 _DISTRACTOR_NAME = re.compile(r"^(?:-1|0000)(?:_c\d|/)")
+_ANY_NAME = re.compile(r"^(?:(-1|\d+)_c(\d+)|(\d+)_\d+_(\d+)_)")  # Both, in one pass over many names.
 COLUMNS = ["name", "path", "person_id", "camera_id", "split"]
 
 
@@ -62,14 +63,15 @@ def identities(names) -> tuple[np.ndarray, np.ndarray]:
         InputError: a name is neither.
     """
     pids, cams = [], []
+    match = _ANY_NAME.match
     for name in names:
         folder, sep, base = name.partition("/")
-        found = _match(base.rpartition("/")[2] if sep else name)
+        found = match(base.rpartition("/")[2] if sep else name)
         if not sep and found is None:
             raise InputError(f"{name}: image name is neither a re-ID file name (0002_c1s1_000451_03.jpg, "
                              f"0001_c2_f0046182.jpg, 0000_000_01_0303morning_0015_0.jpg) nor <person_id>/<image>")
-        pids.append(folder if sep else found[0])
-        cams.append(found[1] if found else -1)
+        pids.append(folder if sep else found.group(1) or found.group(3))
+        cams.append(int(found.group(2) or found.group(4)) if found else -1)
     return np.array(pids, dtype=object), np.array(cams, dtype=np.int64)
 
 
