@@ -157,13 +157,17 @@ def build_pairs_cmd(images, poses, workdir, test_poses, test_ids, num_test_pairs
 @click.option("--pairs", type=click.Path(), metavar="FILE", help="Pairs CSV (default: WORKDIR/pairs-train.csv).")
 @click.option("--poses", type=click.Path(), metavar="FILE", help="Pose CSV (default: WORKDIR/poses.csv).")
 @click.option("--resume", is_flag=True, help="Insist on continuing from RUN_DIR/checkpoints/latest.pt.")
+@click.option("--force", is_flag=True, help="Resume even if the recipe or world size differs from the checkpoint's.")
+@click.option("--tensorboard", is_flag=True, help="Also log scalars and sample grids to RUN_DIR/tensorboard.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved recipe and exit.")
-def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, resume, device, dry_run) -> None:
+def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, resume, force, tensorboard, device,
+              dry_run) -> None:
     """Train VDG on the pairs of WORKDIR: reconstruction stage, then refinement stage.
 
     Rerunning into the same run dir continues where it stopped. On several GPUs, launch with
-    torchrun: `torchrun --nproc_per_node 4 -m reid_augment.cli train ...`.
+    torchrun: `torchrun --nproc_per_node 4 -m reid_augment.cli train ...`; the recipe's batch size is the
+    global batch, split evenly across the processes.
 
     \b
     Examples:
@@ -187,7 +191,8 @@ def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, 
                    f"model runs at about 0.3 images/s on 2 cores; the progress bar shows the ETA). Try --recipe tiny, "
                    f"or a CUDA machine.", err=True)
     checkpoint = train(images, resolved, run_dir, pairs or workdir / "pairs-train.csv",
-                       poses or workdir / "poses.csv", stage=stage, device=device, resume=resume)
+                       poses or workdir / "poses.csv", stage=stage, device=device, resume=resume, force=force,
+                       tensorboard=tensorboard)
     if int(os.environ.get("RANK", 0)) == 0:  # Under torchrun, one summary.
             click.echo(f"Trained '{resolved.name}' ({stage} stage{'s' if stage == 'all' else ''}) into {run_dir}: "
                    f"losses in stats.jsonl, sample grids in samples/, checkpoint {checkpoint}.")

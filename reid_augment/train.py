@@ -18,17 +18,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, default_collate
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, model_config_of, rng_state, save_checkpoint, set_rng_state
 from .config import ModelConfig, Recipe, dump_recipe, recipe_to_dict
-from .data import PairDataset, StepSampler, resolve_pairs, to_uint8
+from .data import StepSampler, load_training_data, resolve_pairs, to_uint8
 from .errors import InputError, TrainingError
 from .fileio import atomic_write_text, save_png
 from .generator_file import write_generator
 from .images import scan_images
-from .keypoints import draw_skeleton, to_heatmaps
+from .keypoints import body_masks, draw_skeleton, to_heatmaps
 from .losses import discriminator_loss, generator_adversarial_loss, image_loss, l1
 from .networks import VDG, Discriminator, coarse_image, refined_image
 from .pairs import read_pair_file
@@ -71,10 +70,11 @@ def _init_distributed(dev: torch.device) -> _Dist:
     return _Dist(dist.get_rank(), dist.get_world_size())
 
 
-def _wrap(module: torch.nn.Module, dev: torch.device, ctx: _Dist) -> torch.nn.Module:
+def _wrap(module: torch.nn.Module, dev: torch.device, ctx: _Dist, broadcast_buffers: bool = True) -> torch.nn.Module:
     if ctx.world == 1:
         return module
-    return DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None)
+    return DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                   broadcast_buffers=broadcast_buffers)
 
 
 def _sample_grid(model: VDG, batch: dict, size: tuple[int, int]) -> np.ndarray:
@@ -86,15 +86,15 @@ def _sample_grid(model: VDG, batch: dict, size: tuple[int, int]) -> np.ndarray:
     return grid(zip(*columns))
 
 
-def _to_device(batch: dict, dev: torch.device, cfg: ModelConfig, channels_last: bool) -> dict:
-    """Move a batch to the device and draw its heatmaps there, batched."""
-    out = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-    out["src_maps"] = to_heatmaps(out["src_pose"], cfg.image_size, cfg.heatmap_sigma)
-    out["tgt_maps"] = to_heatmaps(out["tgt_pose"], cfg.image_size, cfg.heatmap_sigma)
+def _prepare(batch: dict, cfg: ModelConfig, channels_last: bool) -> dict:
+    """Draw a batch's heatmaps and target body masks on its device, batched."""
+    batch["src_maps"] = to_heatmaps(batch["src_pose"], cfg.image_size, cfg.heatmap_sigma)
+    batch["tgt_maps"] = to_heatmaps(batch["tgt_pose"], cfg.image_size, cfg.heatmap_sigma)
+    batch["tgt_mask"] = body_masks(batch["tgt_pose"], cfg.image_size)
     if channels_last:
         for key in ("src_img", "tgt_img", "src_maps", "tgt_maps", "tgt_mask"):
-            out[key] = out[key].contiguous(memory_format=torch.channels_last)
-    return out
+            batch[key] = batch[key].contiguous(memory_format=torch.channels_last)
+    return batch
 
 
 def _truncate_stats(path: Path, step: int) -> None:
@@ -104,18 +104,91 @@ def _truncate_stats(path: Path, step: int) -> None:
         atomic_write_text(path, "".join(ln + "\n" for ln in lines))
 
 
+# Settings that change what a run computes; the others (steps, logging, workers, compile) may change on resume.
+_RUN_DEFINING_TRAIN = ("batch_size", "lr", "beta1", "beta2", "flip", "seed", "amp")
+
+
+def resume_diff(state: dict, recipe: Recipe, world: int) -> list[str]:
+    """How resuming `state` with `recipe` on `world` processes would change the run: 'what: old -> new' lines."""
+    old = state.get("recipe") or {}
+    new = recipe_to_dict(recipe)
+    diffs = [f"train.{k}: {old.get('train', {}).get(k)} -> {new['train'][k]}" for k in _RUN_DEFINING_TRAIN
+             if old.get("train", {}).get(k) != new["train"][k]]
+    diffs += [f"loss.{k}: {v} -> {new['loss'][k]}" for k, v in old.get("loss", {}).items() if new["loss"].get(k) != v]
+    if state.get("world_size", 1) != world:
+        diffs.append(f"world size: {state.get('world_size', 1)} -> {world}")
+    return diffs
+
+
+# The GAN phases (STYLE.md): each step is a function of the modules, the optimiser and the batch.
+
+def reconstruction_step(rec: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, autocast) -> dict:
+    """G_rec on L1 (Eq. 2)."""
+    with autocast():
+        coarse = coarse_image(rec, batch["src_img"], batch["src_maps"], batch["tgt_maps"])
+        loss = l1(coarse.float(), batch["tgt_img"])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {"rec_l1": loss.detach()}
+
+
+def discriminator_step(disc: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, refined: torch.Tensor,
+                       autocast) -> dict:
+    """D on real (I_a, I_b) against fake (I_a, refined) (Eq. 5); `refined` is detached."""
+    with autocast():
+        loss = discriminator_loss(disc(batch["src_img"], batch["tgt_img"]).float(),
+                                  disc(batch["src_img"], refined.detach()).float())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {"d": loss.detach()}
+
+
+def generator_step(disc: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, refined: torch.Tensor,
+                   loss_cfg, autocast) -> dict:
+    """G_ref on the non-saturating adversarial term plus lambda * L_img (Eq. 6, 7, 8).
+
+    `disc` is the bare module with its parameters frozen: the gradient flows through it into G_ref, and D's own
+    gradients are neither computed nor all-reduced.
+    """
+    disc.requires_grad_(False)
+    try:
+        with autocast():
+            adv = generator_adversarial_loss(disc(batch["src_img"], refined).float())
+        img = image_loss(refined.float(), batch["tgt_img"], batch["tgt_mask"], loss_cfg)
+        loss = adv + loss_cfg.lambda_img * img
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    finally:
+        disc.requires_grad_(True)
+    return {"g_adv": adv.detach(), "g_img": img.detach(), "g": loss.detach()}
+
+
+def _all_reduce(tensor: torch.Tensor, ctx: "_Dist", op=dist.ReduceOp.SUM) -> torch.Tensor:
+    if ctx.world > 1:
+        dist.all_reduce(tensor, op=op)
+    return tensor
+
+
 def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
           pairs: str | os.PathLike, poses: str | os.PathLike, stage: str = "all", device: str = "auto",
-          resume: bool = False, progress: bool = True) -> Path:
+          resume: bool = False, progress: bool = True, force: bool = False, tensorboard: bool = False) -> Path:
     """Train VDG on the pairs of `pairs` and return the path of the last checkpoint.
 
     Rerunning into the same `run_dir` continues from `checkpoints/latest.pt` exactly where it stopped
-    (same batches, same RNG state); `resume=True` insists that such a checkpoint exists.
+    (same batches, same RNG state); `resume=True` insists that such a checkpoint exists. A resume whose recipe
+    (or world size) would change the run is refused unless `force`.
+
+    `recipe.train.batch_size` is the global batch: under torchrun each of the world's processes takes an equal
+    share of it, so the learning rate means the same on one GPU or eight.
 
     Args:
         images: the image folder the pair and pose files name.
         recipe: model, loss and loop settings (the model config of a resumed checkpoint wins).
         stage: 'rec' (reconstruction only), 'ref' (refinement, needs a finished 'rec'), or 'all'.
+        tensorboard: also write the logged scalars and sample grids as TensorBoard events (run_dir/tensorboard).
     """
     if stage not in STAGES:
         raise InputError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
@@ -126,6 +199,10 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
     dev = resolve_device(device)
     ctx = _init_distributed(dev)
     tc = recipe.train
+    if tc.batch_size % ctx.world:
+        raise InputError(f"train.batch_size {tc.batch_size} is the global batch: it must divide evenly across the "
+                         f"{ctx.world} processes (e.g. {tc.batch_size // ctx.world * ctx.world or ctx.world})")
+    per_rank = tc.batch_size // ctx.world
 
     # Data: every pair's images and poses must exist before the first step.
     pair_table = read_pair_file(pairs)
@@ -138,12 +215,19 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
 
     # Models and optimisers; a resumed checkpoint fixes the architecture.
     state = load_checkpoint(latest) if latest.is_file() else None
+    if state and not force:
+        diffs = resume_diff(state, recipe, ctx.world)
+        if diffs:
+            raise InputError(f"{latest}: resuming would change the run ({'; '.join(diffs)}); use the checkpoint's "
+                             f"settings, a new run dir, or --force")
     model_cfg = model_config_of(state) if state else recipe.model
     recipe = replace(recipe, model=model_cfg)
     torch.manual_seed(tc.seed)
     model = VDG(model_cfg).to(dev)
     disc = Discriminator(model_cfg.disc_channels, model_cfg.disc_levels, model_cfg.image_size).to(dev)
     cuda = dev.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # Fixed shapes: let cuDNN pick the fastest kernels once.
     channels_last = cuda and tc.channels_last
     if channels_last:
         model, disc = model.to(memory_format=torch.channels_last), disc.to(memory_format=torch.channels_last)
@@ -176,13 +260,22 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
         (run_dir / "samples").mkdir(exist_ok=True)
         atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
         _truncate_stats(stats_path, step)
+    writer = _tensorboard_writer(run_dir) if tensorboard and ctx.main else None
 
-    dataset = PairDataset(pair_table, pose_table, paths, model_cfg.image_size)
-    sampler = StepSampler(len(dataset), tc.batch_size, tc.seed, tc.flip, step, ctx.rank, ctx.world)
-    loader = DataLoader(dataset, tc.batch_size, sampler=sampler, num_workers=tc.num_workers, pin_memory=cuda,
-                        drop_last=True, persistent_workers=tc.num_workers > 0)
-    fixed = [dataset[(i, False)] for i in range(min(4, len(dataset)))]
-    fixed = _to_device(default_collate(fixed), dev, model_cfg, channels_last)
+    data = load_training_data(pair_table, pose_table, paths, model_cfg.image_size, progress and ctx.main).to(dev)
+    if data.skipped and ctx.main:
+        tqdm.write(f"warning: {len(data.skipped)} unreadable images and their pairs left out "
+                   f"(first: {data.skipped[0][0]}: {data.skipped[0][1]})")
+    stream = iter(StepSampler(len(data), per_rank, tc.seed, tc.flip, step, ctx.rank, ctx.world))
+
+    def next_batch() -> dict:
+        items = [next(stream) for _ in range(per_rank)]
+        index = torch.tensor([i for i, _ in items])
+        flips = torch.tensor([f for _, f in items])
+        return _prepare(data.batch(index, flips, dev), model_cfg, channels_last)
+
+    fixed = _prepare(data.batch(torch.arange(min(4, len(data))), torch.zeros(min(4, len(data)), dtype=torch.bool),
+                                dev), model_cfg, channels_last)
     use_bf16 = cuda and tc.amp and torch.cuda.is_bf16_supported()
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
     rec_net, ref_net, disc_net = model.rec, model.ref, disc
@@ -192,82 +285,74 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
     ref_train = disc_train = None
 
     def save(path: Path) -> None:
-        save_checkpoint(path, model_config=model_cfg, recipe=recipe_to_dict(recipe), dataset=dataset_name, step=step,
-                        stage="rec" if step <= tc.rec_steps else "ref", rec=model.rec.state_dict(),
-                        ref=model.ref.state_dict(), disc=disc.state_dict(), opt_rec=opt_rec.state_dict(),
-                        opt_ref=opt_ref.state_dict(), opt_disc=opt_disc.state_dict(), rng=rng_state())
+        save_checkpoint(path, model_config=model_cfg, recipe=recipe_to_dict(recipe), dataset=dataset_name,
+                        world_size=ctx.world, step=step, stage="rec" if step <= tc.rec_steps else "ref",
+                        rec=model.rec.state_dict(), ref=model.ref.state_dict(), disc=disc.state_dict(),
+                        opt_rec=opt_rec.state_dict(), opt_ref=opt_ref.state_dict(), opt_disc=opt_disc.state_dict(),
+                        rng=rng_state())
 
-    nonfinite = torch.zeros((), dtype=torch.bool, device=dev)
+    nonfinite = torch.zeros((), device=dev)
     sums: dict[str, torch.Tensor] = {}
     wait_time, last_log = 0.0, step
     bar = tqdm(total=end, initial=step, desc="train", unit="step", disable=not (progress and ctx.main),
                dynamic_ncols=True)
-    batches = iter(loader)
     tick = time.perf_counter()
     while step < end:
         t0 = time.perf_counter()
-        batch = _to_device(next(batches), dev, model_cfg, channels_last)
+        batch = next_batch()
         wait_time += time.perf_counter() - t0
-        losses: dict[str, torch.Tensor] = {}
         if step < tc.rec_steps:
-            # Reconstruction stage: L1 (Eq. 2).
-            with autocast():
-                coarse = coarse_image(rec_train, batch["src_img"], batch["src_maps"], batch["tgt_maps"])
-                loss = l1(coarse.float(), batch["tgt_img"])
-            opt_rec.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_rec.step()
-            losses["rec_l1"] = loss.detach()
+            losses = reconstruction_step(rec_train, opt_rec, batch, autocast)
         else:
             if ref_train is None:
-                # Freeze G_rec; train G_ref and D from here on.
+                # Freeze G_rec; train G_ref and D from here on. D's BatchNorm buffers stay per process
+                # (broadcast_buffers=False): D is always in train mode, so its running statistics are never used,
+                # and broadcasting them between its two forward calls breaks the backward on torch >= 2.6.
                 model.rec.requires_grad_(False).eval()
                 rec_train = None
-                ref_train, disc_train = _wrap(ref_net, dev, ctx), _wrap(disc_net, dev, ctx)
+                ref_train = _wrap(ref_net, dev, ctx)
+                disc_train = _wrap(disc_net, dev, ctx, broadcast_buffers=False)
             with autocast():
                 with torch.no_grad():
                     coarse = coarse_image(rec_net, batch["src_img"], batch["src_maps"], batch["tgt_maps"])
                 refined = refined_image(ref_train, batch["src_img"], coarse, batch["tgt_maps"])
-                # D step (Eq. 5): real (I_a, I_b) against fake (I_a, refined).
-                d_loss = discriminator_loss(disc_train(batch["src_img"], batch["tgt_img"]).float(),
-                                            disc_train(batch["src_img"], refined.detach()).float())
-            opt_disc.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_disc.step()
-            # G_ref step (Eq. 6): adversarial + lambda * L_img on the final image (coarse + residual).
-            with autocast():
-                adv = generator_adversarial_loss(disc_train(batch["src_img"], refined).float())
-            img = image_loss(refined.float(), batch["tgt_img"], batch["tgt_mask"], recipe.loss)
-            g_loss = adv + recipe.loss.lambda_img * img
-            opt_ref.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_ref.step()
-            losses.update(d=d_loss.detach(), g_adv=adv.detach(), g_img=img.detach(), g=g_loss.detach())
+            losses = discriminator_step(disc_train, opt_disc, batch, refined, autocast)
+            losses.update(generator_step(disc_net, opt_ref, batch, refined, recipe.loss, autocast))
         for key, value in losses.items():
-            nonfinite |= ~torch.isfinite(value)
+            nonfinite = torch.maximum(nonfinite, (~torch.isfinite(value)).float())
             sums[key] = sums.get(key, 0.0) + value
         step += 1
         bar.update(1)
         stage_done = step in (tc.rec_steps, end)
 
         if step % tc.log_every == 0 or stage_done or step % tc.checkpoint_every == 0:
-            if bool(nonfinite):
+            # One flag for all processes: every rank stops together, with the same message.
+            if bool(_all_reduce(nonfinite.clone(), ctx, dist.ReduceOp.MAX)):
                 raise TrainingError(f"a loss became non-finite before step {step}; stopped. The last good "
                                     f"checkpoint is kept: {latest} (try a lower train.lr)")
         if (step % tc.log_every == 0 or stage_done) and sums:
             count, last_log = step - last_log, step
-            means = {k: round(float(v) / count, 6) for k, v in sums.items()}
+            keys = sorted(sums)
+            total = _all_reduce(torch.stack([torch.as_tensor(sums[k], device=dev) for k in keys]), ctx) / ctx.world
+            means = {k: round(float(v) / count, 6) for k, v in zip(keys, total.tolist())}
             elapsed, tick = time.perf_counter() - tick, time.perf_counter()
             record = {"step": step, "stage": "rec" if step <= tc.rec_steps else "ref", **means,
-                      "images_per_s": round(count * tc.batch_size * ctx.world / elapsed, 2),
+                      "images_per_s": round(count * tc.batch_size / elapsed, 2),
                       "data_wait": round(wait_time / elapsed, 3)}
             wait_time, sums = 0.0, {}
             bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()})
             if ctx.main:
                 with open(stats_path, "a", encoding="utf-8") as f:
                     f.write(json.dumps(record) + "\n")
+                if writer is not None:
+                    for key, value in record.items():
+                        if key not in ("step", "stage"):
+                            writer.add_scalar(key, value, step)
         if ctx.main and (step % tc.sample_every == 0 or stage_done):
-            save_png(run_dir / "samples" / f"step-{step:07d}.png", _sample_grid(model, fixed, model_cfg.image_size))
+            sheet = _sample_grid(model, fixed, model_cfg.image_size)
+            save_png(run_dir / "samples" / f"step-{step:07d}.png", sheet)
+            if writer is not None:
+                writer.add_image("samples", sheet, step, dataformats="HWC")
         if ctx.main and (step % tc.checkpoint_every == 0 or stage_done):
             save(latest)
             if stage_done:
@@ -275,6 +360,17 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
                 write_generator(model, run_dir / "checkpoints" / "generator.safetensors", step, recipe.name,
                                 dataset_name)
     bar.close()
+    if writer is not None:
+        writer.close()
     if ctx.world > 1:
         dist.barrier()
     return latest
+
+
+def _tensorboard_writer(run_dir: Path):
+    """A SummaryWriter into run_dir/tensorboard; stats.jsonl stays the record."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise InputError("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
+    return SummaryWriter(str(run_dir / "tensorboard"))

@@ -95,3 +95,18 @@ def test_draw_skeleton_paints_joints():
     img = draw_skeleton(pose, (128, 64))
     assert img.shape == (128, 64, 3) and img.dtype == np.uint8
     assert img[20, 30].any() and img[25, 20].any() and not img[100, 5].any()
+
+
+def test_batched_body_masks_agree_with_the_def_gan_mask(market_test_annotations):
+    import torch
+
+    from reid_augment.keypoints import body_masks
+    from reid_augment.poses import read_poses
+
+    poses = read_poses(market_test_annotations)
+    coords = poses.coords[np.random.default_rng(0).choice(len(poses.names), 300, replace=False)]
+    exact = np.stack([body_mask(c, (128, 64)) for c in coords])
+    fast = body_masks(torch.from_numpy(coords), (128, 64))[:, 0].numpy() > 0.5
+    inter, union = (exact & fast).sum((1, 2)), (exact | fast).sum((1, 2))
+    assert inter.sum() / union.sum() >= 0.95 and (inter[union > 0] / union[union > 0]).min() >= 0.9
+    assert not body_masks(torch.full((1, 18, 2), -1.0), (128, 64)).any()

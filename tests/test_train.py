@@ -101,3 +101,114 @@ def test_ddp_under_torchrun_on_cpu(cuhk_dir, workdir, tmp_path):
     logs = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logs] == [1, 2, 3]
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] == 3
+
+
+def _torchrun(nproc, *args, threads=1, script=("-m", "reid_augment.cli"), timeout=300):
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *script,
+           *map(str, args)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_two_processes_train_to_the_weights_of_one(cuhk_dir, workdir, tmp_path):
+    """The recipe's batch is the global batch: 2 x 4 under DDP is the same run as 1 x 8, up to float noise."""
+    args = ["train", cuhk_dir, "-w", workdir, "--recipe", "tiny", "--stage", "rec", "--set", "train.rec_steps=8",
+            "--set", "train.log_every=4", "--device", "cpu"]
+    runs = {}
+    for name, nproc, threads in (("one_1t", 1, 1), ("one_2t", 1, 2), ("two", 2, 1)):
+        done = _torchrun(nproc, *args, "-o", tmp_path / name, threads=threads)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs[name] = load_checkpoint(tmp_path / name / "checkpoints" / "latest.pt")
+    def gap(a, b):
+        return max((a["rec"][k] - b["rec"][k]).abs().max().item() for k in a["rec"])
+    thread_noise = gap(runs["one_1t"], runs["one_2t"])
+    assert gap(runs["one_1t"], runs["two"]) <= max(10 * thread_noise, 1e-5)
+    assert runs["two"]["world_size"] == 2 and runs["two"]["step"] == 8
+    # And a batch that does not split evenly is a clear error.
+    done = _torchrun(2, *args, "--set", "train.batch_size=7", "-o", tmp_path / "odd")
+    assert done.returncode != 0 and "train.batch_size 7 is the global batch" in done.stderr
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank(cuhk_dir, workdir, tmp_path):
+    from pathlib import Path
+
+    script = (str(Path(__file__).parent / "ddp_fault.py"),)
+    done = _torchrun(2, "train", cuhk_dir, "-w", workdir, "--recipe", "tiny", "--stage", "rec", "-o", tmp_path / "r",
+                     "--set", "train.rec_steps=20", "--set", "train.log_every=5", "--set", "train.checkpoint_every=5",
+                     "--device", "cpu", script=script, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.count("a loss became non-finite before step 5") == 2, done.stderr[-3000:]
+    assert not (tmp_path / "r" / "checkpoints" / "latest.pt").exists()
+
+
+def test_resume_with_other_settings_is_refused_unless_forced(cuhk_dir, workdir, tmp_path):
+    run = tmp_path / "run"
+    _train(cuhk_dir, workdir, run, "train.rec_steps=2", stage="rec")
+    with pytest.raises(InputError, match=r"resuming would change the run \(train.lr: 0.0002 -> 0.001; "
+                                         r"loss.alpha: 0.9 -> 0.5\)"):
+        _train(cuhk_dir, workdir, run, "train.rec_steps=4", "train.lr=0.001", "loss.alpha=0.5", stage="rec")
+    # More steps, other logging: a normal resume.
+    _train(cuhk_dir, workdir, run, "train.rec_steps=3", "train.log_every=1", stage="rec")
+    done = _train(cuhk_dir, workdir, run, "train.rec_steps=4", "train.lr=0.001", stage="rec", force=True)
+    assert load_checkpoint(done)["step"] == 4
+
+
+def test_kill_9_between_checkpoints_then_resume_equals_an_uninterrupted_run(cuhk_dir, workdir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "reid_augment.cli", "train", str(cuhk_dir), "-w", str(workdir), "--recipe", "tiny",
+            "--stage", "rec", "--set", "train.rec_steps=150", "--set", "train.checkpoint_every=10",
+            "--set", "train.sample_every=1000", "--device", "cpu"]
+    full = subprocess.run([*args, "-o", str(tmp_path / "full")], capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr[-2000:]
+    latest = tmp_path / "killed" / "checkpoints" / "latest.pt"
+    proc = subprocess.Popen([*args, "-o", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not latest.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(latest)["step"]
+    assert 10 <= killed_at < 150  # Killed mid-run, after a checkpoint.
+    resumed = subprocess.run([*args, "-o", str(tmp_path / "killed")], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "latest.pt")
+    b = load_checkpoint(latest)
+    assert a["step"] == b["step"] == 150
+    for name, tensor in a["rec"].items():
+        assert torch.equal(tensor, b["rec"][name]), name
+    assert not list((tmp_path / "killed").rglob("*.tmp"))
+
+
+def test_tensorboard_events_and_unreadable_images(cuhk_copy, cuhk_dir, workdir, tmp_path):
+    pytest.importorskip("tensorboard")
+    from reid_augment.train import train
+
+    (cuhk_copy / "0001_c1s1_000000_00.jpg").write_bytes(b"not a jpeg")
+    recipe = load_recipe("tiny", ["train.num_workers=0", "train.rec_steps=2", "train.ref_steps=1",
+                                  "train.log_every=1"])
+    train(cuhk_copy, recipe, tmp_path / "run", workdir / "pairs-train.csv", workdir / "poses.csv", device="cpu",
+          progress=False, tensorboard=True)
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] == 3
+
+
+def test_eq4_sum_is_float32_under_autocast():
+    from reid_augment.networks import VDG, refined_image
+    from conftest import TINY_MODEL
+
+    model = VDG(TINY_MODEL)
+    x, maps = torch.rand(2, 3, 64, 32), torch.rand(2, 18, 64, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        coarse = model.rec(torch.cat([x, maps], 1), maps)
+        assert coarse.dtype == torch.bfloat16
+        assert refined_image(model.ref, x, coarse, maps).dtype == torch.float32
