@@ -216,10 +216,15 @@ def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, 
 @click.option("--poses", type=click.Path(), metavar="FILE", help="Pose CSV (default: WORKDIR/poses.csv).")
 @click.option("--out-size", callback=_size, metavar="HxW",
               help="Size of every generated image (default: the size of the source crop it augments).")
+@click.option("--candidates", type=click.IntRange(min=1), default=1, show_default=True, metavar="M",
+              help="Make M candidates per image (other target poses) and keep the one whose pose is best (PCKh).")
+@click.option("--min-pckh", type=click.FloatRange(0, 1), metavar="X",
+              help="Drop images whose best candidate has a PCKh below X (counted as a shortfall).")
+@click.option("--no-score", is_flag=True, help="Do not score images by pose consistency (faster on a GPU).")
 @_layout_option
 @click.option("--device", default="auto", show_default=True)
 def generate_cmd(images, per_id, workdir, checkpoint, out, strategy, kmeans_k, seed, shard, batch_size, workers,
-                 poses, out_size, layout, device) -> None:
+                 poses, out_size, candidates, min_pckh, no_score, layout, device) -> None:
     """Generate N new images of every identity of IMAGES in new poses, with a manifest.
 
     \b
@@ -240,7 +245,8 @@ def generate_cmd(images, per_id, workdir, checkpoint, out, strategy, kmeans_k, s
                                        f"train` or pass --checkpoint")
         checkpoint = candidates[-1]
     cfg = GenerateConfig(per_id=per_id, strategy=strategy, kmeans_k=kmeans_k, seed=seed, batch_size=batch_size,
-                         num_workers=workers, out_size=out_size, layout=layout)
+                         num_workers=workers, out_size=out_size, layout=layout, candidates=candidates,
+                         min_pckh=min_pckh, score=not no_score)
     result = generate(images, checkpoint, poses or workdir / "poses.csv", out or workdir / "generated", cfg,
                       parse_shard(shard), device)
     click.echo(result.summary())

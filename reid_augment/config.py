@@ -98,6 +98,9 @@ class GenerateConfig:
     jpeg_quality: int = 95
     out_size: tuple[int, int] | None = None  # (H, W) of every output; None: the size of its source crop.
     layout: str | None = None       # The data set's layout (see reid_augment.layouts); None: detected.
+    candidates: int = 1             # Candidates per image (other target poses); the best by PCKh is kept.
+    min_pckh: float | None = None   # Drop images whose best candidate scores below this PCKh.
+    score: bool = True              # Score images by pose consistency when the offline pose backend is installed.
 
 
 REF_LOSSES = ("l1", "mask_l1", "mask_ssim", "weighted")

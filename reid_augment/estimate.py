@@ -237,6 +237,16 @@ def _clip_to_frame(poses: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return poses
 
 
+def estimate_arrays(crops: Sequence[np.ndarray], estimator: Estimator, backend: str = "mediapipe",
+                    score_thr: float | None = None) -> np.ndarray:
+    """18-joint poses ([N, 18, 2], (y, x) in each crop's frame, -1 missing) of decoded crops."""
+    score_thr = DEFAULT_SCORE_THR.get(backend, 0.3) if score_thr is None else score_thr
+    if not len(crops):
+        return np.zeros((0, 18, 2), np.float32)
+    poses, _ = coco17_to_openpose18(np.asarray(estimator(crops), dtype=np.float32), score_thr)
+    return np.stack([_clip_to_frame(p, c.shape[:2]) for p, c in zip(poses, crops)])
+
+
 def estimate_poses(images: str | os.PathLike | ImageSet, output: str | os.PathLike, backend: str = "mmpose",
                    estimator: Estimator | None = None, model_name: str = "", batch_size: int = 16,
                    score_thr: float | None = None, pose_config: str | None = None,

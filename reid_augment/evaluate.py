@@ -23,12 +23,13 @@ from PIL import Image
 
 from . import __version__
 from .errors import InputError
-from .fileio import atomic_write_text, save_png
+from .fileio import atomic_open, atomic_write_text, save_png
 from .generate import load_for_inference, read_manifest, render
 from .images import identities, load_rgb, scan_images
 from .keypoints import body_mask, draw_skeleton
 from .losses import ssim
 from .pairs import read_pair_file
+from .pckh import ALPHA, PoseScorer, pckh_counts
 from .poses import read_poses
 from .preview import grid
 
@@ -145,28 +146,55 @@ class Report:
         return self.report_dir / "metrics.json"
 
     def summary(self) -> str:
-        m = self.metrics
-        shown = ", ".join(f"{k} {m[k]:.3f}" for k in ("ssim", "mask_ssim", "is", "mask_is", "fid", "lpips")
-                          if m.get(k) is not None)
-        return (f"Scored {m['num_pairs']} pairs ({m['skipped_pairs']} skipped): {shown}. "
-                f"{' '.join(self.notes)} Report: {self.report_dir / 'report.md'}.")
+        m, b = self.metrics, self.metrics["baseline"]
+        keys = [k for k in ("ssim", "mask_ssim", "pckh", "is", "mask_is", "fid", "lpips") if m.get(k) is not None]
+        shown = ", ".join(f"{k} {m[k]:.3f} (copy {b[k]:.3f})" for k in keys)
+        return (f"Scored {m['num_pairs']} pairs ({m['skipped_pairs']} skipped): {shown}. {verdict(m)} "
+                f"{' '.join(self.notes)} Report: {self.report_dir / 'report.md'}; per pair: "
+                f"{self.report_dir / 'pairs.csv'}.")
+
+
+LOWER_IS_BETTER = ("fid", "lpips")
+
+
+def verdict(metrics: dict) -> str:
+    """One sentence: where the model beats copying the source, and where it does not."""
+    base = metrics["baseline"]
+    keys = [k for k in ("ssim", "mask_ssim", "pckh", "is", "mask_is", "fid", "lpips")
+            if metrics.get(k) is not None and base.get(k) is not None]
+    better = [k for k in keys if (metrics[k] < base[k]) == (k in LOWER_IS_BETTER) and metrics[k] != base[k]]
+    worse = [k for k in keys if k not in better]
+    if not worse:
+        return f"The model beats copying the source on every metric ({', '.join(better)})."
+    if not better:
+        return f"The model does not beat copying the source on any metric ({', '.join(worse)})."
+    return f"The model beats copying the source on {', '.join(better)}, not on {', '.join(worse)}."
 
 
 def _markdown(metrics: dict) -> str:
     fmt = lambda v, d: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
-    lines = ["| Method | SSIM | IS | mask-SSIM | mask-IS | FID | LPIPS |", "|---|---|---|---|---|---|---|",
-             f"| **this run** ({metrics['num_pairs']} pairs) | {fmt(metrics['ssim'], 3)} | {fmt(metrics['is'], 3)} | "
-             f"{fmt(metrics['mask_ssim'], 3)} | {fmt(metrics['mask_is'], 3)} | {fmt(metrics['fid'], 2)} | "
-             f"{fmt(metrics['lpips'], 3)} |"]
-    lines += [f"| {name} (paper, Market-1501) | {v[0]:.3f} | {v[1]:.3f} | {v[2]:.3f} | {v[3]:.3f} | - | - |"
+
+    def row(name: str, m: dict) -> str:
+        return (f"| {name} | {fmt(m['ssim'], 3)} | {fmt(m['is'], 3)} | {fmt(m['mask_ssim'], 3)} | "
+                f"{fmt(m['mask_is'], 3)} | {fmt(m['pckh'], 3)} | {fmt(m['fid'], 2)} | {fmt(m['lpips'], 3)} |")
+
+    lines = ["| Method | SSIM | IS | mask-SSIM | mask-IS | PCKh | FID | LPIPS |", "|---|---|---|---|---|---|---|---|",
+             row(f"**this run** ({metrics['num_pairs']} pairs)", metrics),
+             row("**copy the source** (baseline, same pairs)", metrics["baseline"])]
+    lines += [f"| {name} (paper, Market-1501) | {v[0]:.3f} | {v[1]:.3f} | {v[2]:.3f} | {v[3]:.3f} | - | - | - |"
               for name, v in PAPER_TABLE3.items()]
     lines += ["", "| Method (paper, DeepFashion) | SSIM | IS |", "|---|---|---|"]
     lines += [f"| {name} | {v[4]:.3f} | {v[5]:.3f} |" for name, v in PAPER_TABLE3.items()]
-    return ("# Evaluation\n\nSSIM and mask-SSIM follow PG2/Def-GAN (scikit-image, Gaussian sigma 1.5, population "
-            "covariance, data_range of each generated image); IS over 10 splits. Paper figures are from Table 3 of "
-            "the VDG paper, on the field's 12,000 Market-1501 test pairs (Def-GAN protocol): this run compares "
-            f"with them only when its pairs are those (`build-pairs --test-poses`); pairs: {metrics['pairs']}.\n\n"
-            + "\n".join(lines) + "\n")
+    return ("# Evaluation\n\n" + verdict(metrics) + "\n\nSSIM and mask-SSIM follow PG2/Def-GAN (scikit-image, "
+            "Gaussian sigma 1.5, population covariance, data_range of each generated image); IS over 10 splits; PCKh "
+            "as PATN's calPCKH (alpha 0.5, poses of the generated images estimated offline with MediaPipe). The "
+            "baseline copies the source crop, resized to the target's size, as the generated image: a generator "
+            "that does not beat it adds nothing. Paper figures are from Table 3 of the VDG paper, on the field's "
+            "12,000 Market-1501 test pairs (Def-GAN protocol): this run compares with them only when its pairs are "
+            f"those (`build-pairs --test-poses`); pairs: {metrics['pairs']}. Per-pair scores: `pairs.csv`; the best "
+            "and worst pairs by mask-SSIM: `best-worst.png` (source, target pose, generated, copy, target).\n\n"
+            + "\n".join(lines) + ("\n\n" + "\n".join(f"- {n}" for n in metrics["notes"]) if metrics["notes"] else "")
+            + "\n")
 
 
 def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | os.PathLike,
@@ -217,17 +245,23 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
     wanted = pair_table[["from", "to"]].merge(table, on=["from", "to"], how="left").rename(
         columns={"from": "src", "to": "tgt"})
 
-    # Score in batches: decode in threads, SSIM and Inception on the device.
+    # Score in batches: decode in threads, SSIM and Inception on the device; the copy-the-source baseline
+    # (the source crop resized to the target's size) on the same pairs and metrics.
     dev = resolve_device(device)
     weights, why_not = find_inception_weights(inception_weights)
     probe = InceptionProbe(weights, dev) if weights else None
     notes = [why_not] if why_not else []
     lpips_net, lpips_note = _lpips(dev)
     notes += [lpips_note] if lpips_note else []
+    scorer = PoseScorer.offline()
+    if scorer is None:
+        notes.append("PCKh skipped: it estimates the generated images' poses with the offline MediaPipe backend "
+                     "(`make pose` installs it).")
     skipped: dict[str, int] = {"missing image": 0, "no target pose": 0, "size mismatch": 0}
     known_poses = {n: i for i, n in enumerate(pose_table.names)}
-    ssims, mask_ssims, probs, mask_probs, feats, real_feats, lpips_values = [], [], [], [], [], [], []
-    samples = []
+    model_scores, copy_scores = _Scores(), _Scores()
+    real_feats: list[np.ndarray] = []
+    per_pair: list[pd.DataFrame] = []
 
     def load(row):
         try:
@@ -239,7 +273,7 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
         bar = tqdm(total=len(wanted), desc="evaluate", unit="pair", disable=not progress)
         for start in range(0, len(wanted), batch_size):
             chunk = wanted.iloc[start:start + batch_size]
-            gens, tgts, masks = [], [], []
+            rows, gens, copies, tgts, masks, target_poses = [], [], [], [], [], []
             for row, loaded in zip(chunk.itertuples(), pool.map(load, chunk.itertuples())):
                 if loaded is None or not isinstance(row.image, str):
                     skipped["missing image"] += 1
@@ -252,52 +286,119 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
                     skipped["size mismatch"] += 1
                     continue
                 pose = pose_table.coords[known_poses[row.tgt]]
-                mask = body_mask(pose, gen.shape[:2])[..., None].astype(np.uint8)
+                rows.append((row.src, row.tgt, row.image))
                 gens.append(gen)
+                copies.append(np.array(Image.fromarray(src).resize(gen.shape[1::-1], Image.BICUBIC)))
                 tgts.append(tgt)
-                masks.append(mask)
-                if len(samples) < num_samples:
-                    samples.append([np.array(Image.fromarray(src).resize(gen.shape[1::-1])),
-                                    draw_skeleton(pose, gen.shape[:2]), gen, tgt])
+                masks.append(body_mask(pose, gen.shape[:2])[..., None].astype(np.uint8))
+                target_poses.append(pose)
             bar.update(len(chunk))
             if not gens:
                 continue
-            gen, tgt, mask = np.stack(gens), np.stack(tgts), np.stack(masks)
-            ssims.append(ssim_scores(gen, tgt))
-            mask_ssims.append(ssim_scores(gen * mask, tgt * mask))
+            gen, copy, tgt, mask, pose = (np.stack(x) for x in (gens, copies, tgts, masks, target_poses))
+            model_scores.add(gen, tgt, mask, pose, probe, lpips_net, scorer, dev)
+            copy_scores.add(copy, tgt, mask, pose, probe, lpips_net, scorer, dev)
             if probe is not None:
-                p, f = probe(gen)
-                probs.append(p)
-                feats.append(f)
-                mask_probs.append(probe(gen * mask)[0])
                 real_feats.append(probe(tgt)[1])
-            if lpips_net is not None:
-                lpips_values.append(_lpips_batch(lpips_net, gen, tgt, dev))
+            table = pd.DataFrame(rows, columns=["from", "to", "image"])
+            for prefix, scores in (("", model_scores), ("copy_", copy_scores)):
+                for key, values in scores.last().items():
+                    table[prefix + key] = values
+            per_pair.append(table)
         bar.close()
-    scored = sum(len(s) for s in ssims)
+    scored = len(model_scores)
     if scored == 0:
         raise InputError(f"no scorable pair among {len(wanted)} ({', '.join(f'{k}: {v}' for k, v in skipped.items() if v)})")
 
-    cat = np.concatenate
+    real = np.concatenate(real_feats) if real_feats else None
     metrics = {
-        "ssim": float(cat(ssims).mean()), "mask_ssim": float(cat(mask_ssims).mean()),
-        "is": inception_score(cat(probs))[0] if probs else None,
-        "mask_is": inception_score(cat(mask_probs))[0] if mask_probs else None,
-        "fid": frechet_distance(cat(feats), cat(real_feats)) if feats and scored > 1 else None,
-        "lpips": float(cat(lpips_values).mean()) if lpips_values else None,
+        **model_scores.metrics(real),
         "num_pairs": scored, "skipped_pairs": int(sum(skipped.values())), "skipped_by_reason": skipped,
+        "baseline": {"method": "copy the source (resized to the target's size)", **copy_scores.metrics(real)},
         "settings": {"ssim": "gaussian_weights, sigma 1.5, window 11, population covariance, over RGB, "
                              "data_range = generated.max() - generated.min()",
                      "mask": "PG2/Def-GAN body mask of the target pose (23 limbs, radius 4, 5x5 closing)",
-                     "is_splits": IS_SPLITS, "inception": str(weights) if weights else None},
+                     "is_splits": IS_SPLITS, "inception": str(weights) if weights else None,
+                     "pckh": f"PATN's calPCKH: alpha {ALPHA}, head box of the target's nose, neck, eyes and ears; "
+                             f"poses by {scorer.name if scorer else '-'}"},
         "pairs": str(pairs), "generated": str(generated), "version": __version__, "notes": notes, **meta,
     }
     report_dir.mkdir(parents=True, exist_ok=True)
+    pair_table_out = pd.concat(per_pair, ignore_index=True)
+    with atomic_open(report_dir / "pairs.csv", "w", encoding="utf-8", newline="") as f:
+        pair_table_out.to_csv(f, index=False, float_format="%.4f", lineterminator="\n")
     atomic_write_text(report_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     atomic_write_text(report_dir / "report.md", _markdown(metrics))
-    if samples:
-        save_png(report_dir / "samples.png", grid(samples))
+    if num_samples:
+        save_png(report_dir / "samples.png", _sheet(pair_table_out.head(num_samples), paths, pose_table))
+        ranked = pair_table_out.sort_values("mask_ssim", ascending=False, kind="stable")
+        half = max(1, num_samples // 2)
+        picked = ranked if len(ranked) <= 2 * half else pd.concat([ranked.head(half), ranked.tail(half)])
+        save_png(report_dir / "best-worst.png", _sheet(picked, paths, pose_table))
     return Report(metrics, report_dir, notes)
+
+
+def _sheet(pairs: pd.DataFrame, paths: dict[str, str], poses) -> np.ndarray:
+    """Rows of source | target pose | generated | target, every tile at the first generated image's size."""
+    size = load_rgb(pairs["image"].iloc[0]).shape[:2]
+
+    def fit(rgb: np.ndarray) -> np.ndarray:
+        return rgb if rgb.shape[:2] == size else np.array(Image.fromarray(rgb).resize(size[::-1], Image.BICUBIC))
+
+    rows = []
+    for src, tgt, image in zip(pairs["from"], pairs["to"], pairs["image"]):
+        target = load_rgb(paths[tgt])
+        pose = poses.lookup([tgt])[0] * (np.array(size) / np.array(target.shape[:2]))
+        pose[poses.lookup([tgt])[0] < 0] = -1
+        rows.append([fit(load_rgb(paths[src])), draw_skeleton(pose, size), fit(load_rgb(image)), fit(target)])
+    return grid(rows)
+
+
+class _Scores:
+    """Per-pair scores of one method (the model or the copy baseline), accumulated batch by batch."""
+
+    def __init__(self):
+        self.values: dict[str, list[np.ndarray]] = {"ssim": [], "mask_ssim": [], "pckh": [], "lpips": []}
+        self.right: list[np.ndarray] = []
+        self.total: list[np.ndarray] = []
+        self.probs: list[np.ndarray] = []
+        self.mask_probs: list[np.ndarray] = []
+        self.feats: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.values["ssim"])
+
+    def add(self, images, targets, masks, poses, probe, lpips_net, scorer, dev) -> None:
+        self.values["ssim"].append(ssim_scores(images, targets))
+        self.values["mask_ssim"].append(ssim_scores(images * masks, targets * masks))
+        if scorer is not None:
+            right, total = pckh_counts(scorer.estimate(list(images)), poses)
+            self.right.append(right)
+            self.total.append(total)
+            self.values["pckh"].append(np.where(total > 0, right / np.maximum(total, 1), np.nan))
+        if probe is not None:
+            p, f = probe(images)
+            self.probs.append(p)
+            self.feats.append(f)
+            self.mask_probs.append(probe(images * masks)[0])
+        if lpips_net is not None:
+            self.values["lpips"].append(_lpips_batch(lpips_net, images, targets, dev))
+
+    def last(self) -> dict[str, np.ndarray]:
+        """The scores of the last batch added, per pair."""
+        return {k: v[-1] for k, v in self.values.items() if v}
+
+    def metrics(self, real_feats: np.ndarray | None) -> dict:
+        cat = np.concatenate
+        total = int(cat(self.total).sum()) if self.total else 0
+        return {
+            "ssim": float(cat(self.values["ssim"]).mean()), "mask_ssim": float(cat(self.values["mask_ssim"]).mean()),
+            "pckh": float(cat(self.right).sum() / total) if total else None,
+            "is": inception_score(cat(self.probs))[0] if self.probs else None,
+            "mask_is": inception_score(cat(self.mask_probs))[0] if self.mask_probs else None,
+            "fid": frechet_distance(cat(self.feats), real_feats) if self.feats and len(self) > 1 else None,
+            "lpips": float(cat(self.values["lpips"]).mean()) if self.values["lpips"] else None,
+        }
 
 
 def _lpips(dev: torch.device):

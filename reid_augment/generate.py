@@ -31,16 +31,19 @@ from .errors import InputError
 from .fileio import atomic_open, save_png
 from .images import ImageSet, image_size, image_sizes, load_rgb, scan_images
 from .keypoints import to_heatmaps, valid_pose_mask
+from .pckh import PoseScorer
 from .posebank import STRATEGIES, farthest_order, kmeans_centres, nearest_of_others, normalise
 from .poses import PoseTable, read_poses
 
 MANIFEST_COLUMNS = ["image", "pid", "camid", "source", "pose_from", "strategy", "seed", "checkpoint", "step",
-                    "version"]
+                    "version", "pckh"]
 
 
-def image_seed(seed: int, person_id: str, k: int) -> int:
-    """The seed of image k of a person: independent of batch size, sharding and N."""
-    return int(np.random.SeedSequence([seed, zlib.crc32(person_id.encode()), k]).generate_state(1)[0])
+def image_seed(seed: int, person_id: str, k: int, candidate: int = 0) -> int:
+    """The seed of candidate c of image k of a person: independent of batch size, sharding, N and M
+    (candidate 0 is the image made without --candidates)."""
+    words = [seed, zlib.crc32(person_id.encode()), k] + ([candidate] if candidate else [])
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -98,7 +101,7 @@ def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig,
     codes, ids = pd.factorize(bank_pids, sort=True)  # Integer codes: fast per-identity masks.
     if cfg.strategy == "kmeans":
         medoids = nearest_of_others(bank, codes, kmeans_centres(bank, cfg.kmeans_k, cfg.seed))
-    plan_rows = []  # (pid, k, source row, target row, seed)
+    plan_rows = []  # (pid, k, source row, target row, seed), M candidates per image in a row
     for code in range(shard[0], len(ids), shard[1]):
         pid = ids[code]
         own = np.flatnonzero(codes == code)
@@ -107,8 +110,8 @@ def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig,
             raise InputError(f"the pose bank has no pose of another identity than {pid}")
         if cfg.strategy == "novel":
             ranked = others[farthest_order(bank[others], bank[own])]
-        for k in range(cfg.per_id):
-            seed = image_seed(cfg.seed, pid, k)
+        for k, c in ((k, c) for k in range(cfg.per_id) for c in range(cfg.candidates)):
+            seed = image_seed(cfg.seed, pid, k, c)
             rng = np.random.default_rng(seed)
             if cfg.strategy == "random":
                 target = others[rng.integers(len(others))]
@@ -116,7 +119,7 @@ def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig,
                 best, runner_up = medoids[(k + rng.integers(len(medoids))) % len(medoids)]
                 target = best if codes[best] != code else runner_up
             else:
-                target = ranked[k % len(ranked)]
+                target = ranked[(k + c * cfg.per_id) % len(ranked)]
             plan_rows.append((pid, k, own[k % len(own)], target, seed))
     pids, ks, src, tgt, seeds = (np.array(c) for c in zip(*plan_rows)) if plan_rows else [np.array([], int)] * 5
     src_table = sources.iloc[src]
@@ -135,7 +138,7 @@ def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig,
 
 
 class _Requests(Dataset):
-    """Decodes sources in DataLoader workers: item = (index, src_img [3, H, W], src_pose, tgt_pose, out_hw).
+    """Decodes sources in DataLoader workers: item = (index, src_img [3, H, W], src_pose, tgt_pose, out_hw, out_pose).
 
     Both poses are scaled from their own image's frame into the model's, as training does; `out_hw` is the
     size the output is resized to: `out_size` when given, else the size of the image in column `size_of`.
@@ -163,7 +166,9 @@ class _Requests(Dataset):
             out_hw = self.out_size
         else:
             out_hw = source_hw if self.size_paths[i] == self.paths[i] else image_size(self.size_paths[i])
-        return i, to_tensor(rgb), torch.from_numpy(src_pose), torch.from_numpy(tgt_pose), torch.tensor(out_hw)
+        out_pose = scale_pose(self.tgt_pose[i], target_hw, out_hw)  # For scoring the output against its target.
+        return (i, to_tensor(rgb), torch.from_numpy(src_pose), torch.from_numpy(tgt_pose), torch.tensor(out_hw),
+                torch.from_numpy(out_pose))
 
 
 def to_uint8_sized(images: torch.Tensor, sizes: torch.Tensor) -> list[np.ndarray]:
@@ -190,12 +195,22 @@ class GenerateResult:
     identities: int
     identities_without_usable_image: int
     seconds: float
+    dropped: int = 0             # Images whose best candidate fell below --min-pckh: the shortfall.
+    candidates: int = 1
+    scored_with: str | None = None
+    mean_pckh: float | None = None
 
     def summary(self) -> str:
         rate = self.generated / self.seconds if self.seconds > 0 else 0.0
-        return (f"Generated {self.generated} images for {self.identities} identities in {self.seconds:.1f} s "
+        best = f" (the best of {self.candidates} candidates each)" if self.candidates > 1 else ""
+        scored = (f" Scored by pose consistency with {self.scored_with}: mean PCKh {self.mean_pckh:.3f}."
+                  if self.scored_with and self.mean_pckh is not None else
+                  "" if self.scored_with else " Not scored (the offline pose backend is not installed: `make pose`).")
+        short = (f" {self.dropped} images fell below --min-pckh and were dropped: a shortfall of {self.dropped}."
+                 if self.dropped else "")
+        return (f"Generated {self.generated} images{best} for {self.identities} identities in {self.seconds:.1f} s "
                 f"({rate:.1f} images/s); {self.already_done} were already done and kept, "
-                f"{self.identities_without_usable_image} identities had no usable image. "
+                f"{self.identities_without_usable_image} identities had no usable image.{short}{scored} "
                 f"Manifest: {self.manifest}; contact sheet: {self.out_dir / 'preview.png'}.")
 
 
@@ -210,22 +225,58 @@ def read_manifest(path: Path) -> pd.DataFrame:
 
     table = pd.read_csv(StringIO(text), dtype={"pid": str}, keep_default_na=False) if text else pd.DataFrame(
         columns=MANIFEST_COLUMNS)
+    for column in MANIFEST_COLUMNS:  # Manifests of older versions lack the newer columns.
+        if column not in table:
+            table[column] = ""
     exists = np.array([(path.parent / p).is_file() for p in table["image"]], dtype=bool)
     return table[exists].reset_index(drop=True)
 
 
-def _write_batch(out_dir: Path, manifest: Path, rows: pd.DataFrame, pixels: np.ndarray, quality: int) -> None:
-    """Write a batch's images (temp name + rename), then append their manifest rows."""
-    for rel, rgb in zip(rows["image"], pixels):
-        with atomic_open(out_dir / rel, "wb") as f:
-            if rel.endswith(".png"):
-                Image.fromarray(rgb).save(f, format="PNG")
-            else:
-                Image.fromarray(rgb).save(f, format="JPEG", quality=quality)
+def _encode(path: Path, rgb: np.ndarray, quality: int) -> None:
+    with atomic_open(path, "wb") as f:
+        if path.suffix == ".png":
+            Image.fromarray(rgb).save(f, format="PNG")
+        else:
+            Image.fromarray(rgb).save(f, format="JPEG", quality=quality)
+
+
+def select(rows: pd.DataFrame, pixels: list[np.ndarray], poses: np.ndarray, scorer: PoseScorer | None,
+           min_pckh: float | None) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """Score each candidate (PCKh of its estimated pose against its target pose), keep the best of each image's
+    candidates (rows sharing an `image`; ties to the first), and drop those below `min_pckh`."""
+    rows = rows.reset_index(drop=True)
+    if scorer is None:
+        return rows.assign(pckh=np.nan), pixels
+    rows = rows.assign(pckh=np.round(scorer.score(pixels, poses), 4))
+    ranked = rows.assign(order=np.nan_to_num(rows["pckh"].to_numpy(), nan=-1.0), at=np.arange(len(rows)))
+    best = ranked.sort_values(["order", "at"], ascending=[False, True], kind="stable").drop_duplicates("image")
+    if min_pckh is not None:
+        best = best[best["order"] >= min_pckh]
+    best = best.sort_values("at")
+    return rows.loc[best["at"]], [pixels[i] for i in best["at"]]
+
+
+def _encode(path: Path, rgb: np.ndarray, quality: int) -> None:
+    with atomic_open(path, "wb") as f:
+        if path.suffix == ".png":
+            Image.fromarray(rgb).save(f, format="PNG")
+        else:
+            Image.fromarray(rgb).save(f, format="JPEG", quality=quality)
+
+
+def _write_batch(encoders: ThreadPoolExecutor, out_dir: Path, manifest: Path, rows: pd.DataFrame,
+                 pixels: list[np.ndarray], poses: np.ndarray, scorer: PoseScorer | None, min_pckh: float | None,
+                 quality: int) -> int:
+    """Score and select the batch's candidates, encode the kept images in the encoder pool (temp name + rename),
+    then append their manifest rows. Returns how many images were dropped under `min_pckh`."""
+    images = rows["image"].nunique()
+    rows, pixels = select(rows, pixels, poses, scorer, min_pckh)
+    list(encoders.map(lambda item: _encode(out_dir / item[0], item[1], quality), zip(rows["image"], pixels)))
     with open(manifest, "a", encoding="utf-8", newline="") as f:
-        rows.to_csv(f, header=False, index=False, lineterminator="\n")
+        rows[MANIFEST_COLUMNS].to_csv(f, header=False, index=False, lineterminator="\n")
         f.flush()
         os.fsync(f.fileno())
+    return images - len(rows)
 
 
 def contact_sheet(manifest: pd.DataFrame, root: Path, sources: dict[str, str], ids: int = 6,
@@ -252,14 +303,19 @@ def contact_sheet(manifest: pd.DataFrame, root: Path, sources: dict[str, str], i
 def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, manifest_path: Path,
            size: tuple[int, int], sigma: float, dev: torch.device, batch_size: int = 64, num_workers: int = 2,
            jpeg_quality: int = 95, progress: bool = True, out_size: tuple[int, int] | None = None,
-           size_of: str = "source_path") -> tuple[int, int]:
-    """Make the images of `requests` (one manifest row each) that `manifest_path` does not list yet.
+           size_of: str = "source_path", scorer: PoseScorer | None = None,
+           min_pckh: float | None = None) -> tuple[int, int, int]:
+    """Make the images of `requests` that `manifest_path` does not list yet.
+
+    Requests sharing an `image` are candidates for it (contiguous, each batch holds whole groups): with a
+    `scorer`, each is scored by PCKh against its target pose and the best is kept, if it reaches `min_pckh`.
 
     Each output has the size of the image in column `size_of` of its request (the source crop it augments,
     or in evaluate the target it is scored against), or `out_size` (H, W) when given.
-    Sources are decoded in DataLoader workers, heatmaps drawn on the device, and images encoded in a
-    writer thread while the model runs the next batch; each batch's rows are appended only once its
-    images are on disk (.png or .jpg by the name). Returns (made now, already done).
+    Sources are decoded in DataLoader workers, heatmaps drawn on the device, and images encoded by a pool of
+    threads (PIL releases the GIL) while the model runs the next batches: one writer thread keeps the manifest
+    appends in order, each batch's rows only once its images are on disk (.png or .jpg by the name).
+    Returns (images made now, already done, dropped under min_pckh).
     """
     out_dir = manifest_path.parent
     done = read_manifest(manifest_path)
@@ -269,28 +325,34 @@ def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, man
     with atomic_open(manifest_path, "w", encoding="utf-8", newline="") as f:
         done.to_csv(f, index=False, lineterminator="\n", columns=MANIFEST_COLUMNS)
     todo = requests[~requests["image"].isin(set(done["image"]))].reset_index(drop=True)
+    group = int(requests["image"].value_counts().max()) if len(requests) else 1
+    batch_size = -(-batch_size // group) * group  # Whole groups of candidates per batch.
     loader = DataLoader(_Requests(todo, poses, size, out_size, size_of), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, pin_memory=dev.type == "cuda")
     use_bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
     pending: list[Future] = []
-    with ThreadPoolExecutor(max_workers=1) as writer, torch.inference_mode():
+    dropped = 0
+    encoders = ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1))
+    with encoders, ThreadPoolExecutor(max_workers=1) as writer, torch.inference_mode():
         bar = tqdm(total=len(todo), desc="generate", unit="img", disable=not progress)
-        for index, src_img, src_pose, tgt_pose, out_hw in loader:
+        for index, src_img, src_pose, tgt_pose, out_hw, out_pose in loader:
             src_img = src_img.to(dev, non_blocking=True)
             src_maps = to_heatmaps(src_pose.to(dev), size, sigma)
             tgt_maps = to_heatmaps(tgt_pose.to(dev), size, sigma)
             with torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext():
                 refined = model(src_img, src_maps, tgt_maps)[1].float()
             pixels = to_uint8_sized(refined, out_hw)
-            rows = todo.iloc[index.numpy()][MANIFEST_COLUMNS]
-            pending.append(writer.submit(_write_batch, out_dir, manifest_path, rows, pixels, jpeg_quality))
-            while len(pending) > 2:  # Bounded: memory stays flat however many images are planned.
-                pending.pop(0).result()
+            rows = todo.iloc[index.numpy()]
+            pending.append(writer.submit(_write_batch, encoders, out_dir, manifest_path, rows, pixels,
+                                         out_pose.numpy(), scorer, min_pckh, jpeg_quality))
+            while len(pending) > 3:  # Bounded: memory stays flat however many images are planned.
+                dropped += pending.pop(0).result()
             bar.update(len(index))
         for future in pending:
-            future.result()
+            dropped += future.result()
         bar.close()
-    return len(todo), len(requests) - len(todo)
+    images = todo["image"].nunique()
+    return images - dropped, requests["image"].nunique() - images, dropped
 
 
 def load_for_inference(checkpoint: str | os.PathLike, device: str) -> tuple[torch.nn.Module, dict, torch.device]:
@@ -313,6 +375,12 @@ def generate(images: str | os.PathLike, checkpoint: str | os.PathLike, poses: st
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
+    if cfg.candidates < 1:
+        raise InputError(f"--candidates {cfg.candidates}: need at least 1")
+    scorer = PoseScorer.offline() if cfg.score else None
+    if scorer is None and (cfg.candidates > 1 or cfg.min_pckh is not None):
+        raise InputError("--candidates and --min-pckh score images by pose consistency, which needs the offline "
+                         "pose backend (`make pose` installs MediaPipe)" + ("" if cfg.score else "; drop --no-score"))
     model, info, dev = load_for_inference(checkpoint, device)
     pose_table = read_poses(poses)
     image_set = scan_images(images, layout=cfg.layout)
@@ -321,15 +389,18 @@ def generate(images: str | os.PathLike, checkpoint: str | os.PathLike, poses: st
         cfg.strategy, info["checkpoint"], info["step"], info["version"])
     name = "manifest.csv" if shard[1] == 1 else f"manifest.shard-{shard[0]}-of-{shard[1]}.csv"
     manifest_path = out_dir / name
-    made, already = render(model, requests, pose_table, manifest_path, info["size"], info["sigma"], dev, cfg.batch_size,
-                           cfg.num_workers, cfg.jpeg_quality, progress, cfg.out_size)
+    made, already, dropped = render(model, requests, pose_table, manifest_path, info["size"], info["sigma"], dev,
+                                    cfg.batch_size, cfg.num_workers, cfg.jpeg_quality, progress, cfg.out_size,
+                                    scorer=scorer, min_pckh=cfg.min_pckh)
     manifest = read_manifest(manifest_path)
+    scores = pd.to_numeric(manifest["pckh"], errors="coerce")
     if len(manifest):
         sheet = contact_sheet(manifest, out_dir, dict(zip(image_set.images["name"], image_set.images["path"])))
         preview = "preview.png" if shard[1] == 1 else f"preview.shard-{shard[0]}-of-{shard[1]}.png"
         save_png(out_dir / preview, sheet)
     return GenerateResult(out_dir, manifest_path, made, already, requests["pid"].nunique(), unusable,
-                          time.perf_counter() - start)
+                          time.perf_counter() - start, dropped, cfg.candidates, scorer.name if scorer else None,
+                          float(scores.mean()) if scores.notna().any() else None)
 
 
 def merge(out_dirs: list[str | os.PathLike], output: str | os.PathLike | None = None) -> Path:

@@ -82,7 +82,12 @@ def mask_ssim_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
 
 
 def image_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
-    """L_img of the refinement stage, one of the paper's four variants (`cfg.ref_loss`)."""
+    """L_img of the refinement stage, one of the paper's four variants (`cfg.ref_loss`).
+
+    Our reading: Eq. 7's masked terms are taken on the final image I_b = coarse + residual (Eq. 4), as the
+    loop passes it. The literal reading (the loss on the residual alone) would contradict Eq. 4, which makes
+    the refined image, not the residual, the one compared with the target.
+    """
     if cfg.ref_loss == "l1":
         return l1(pred, target)
     if cfg.ref_loss == "mask_l1":
@@ -100,5 +105,9 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
 
 
 def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """The adversarial term of Eq. 6 in its non-saturating form, -log D(I_a, fake)."""
+    """The adversarial term of Eq. 6 in its non-saturating form, -log D(I_a, fake).
+
+    The paper writes the minimax form log(1 - D); like PG2 and Goodfellow et al.'s practical advice we use the
+    non-saturating one, which gives G a gradient while D still wins easily.
+    """
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
