@@ -232,14 +232,6 @@ def read_manifest(path: Path) -> pd.DataFrame:
     return table[exists].reset_index(drop=True)
 
 
-def _encode(path: Path, rgb: np.ndarray, quality: int) -> None:
-    with atomic_open(path, "wb") as f:
-        if path.suffix == ".png":
-            Image.fromarray(rgb).save(f, format="PNG")
-        else:
-            Image.fromarray(rgb).save(f, format="JPEG", quality=quality)
-
-
 def select(rows: pd.DataFrame, pixels: list[np.ndarray], poses: np.ndarray, scorer: PoseScorer | None,
            min_pckh: float | None) -> tuple[pd.DataFrame, list[np.ndarray]]:
     """Score each candidate (PCKh of its estimated pose against its target pose), keep the best of each image's
