@@ -52,7 +52,7 @@ cfg = load_recipe("tiny").model
 model = VDG(cfg)
 save_checkpoint(sys.argv[2] + "/m.pt", model_config=cfg, step=0, rec=model.rec.state_dict(), ref=model.ref.state_dict())
 generate(sys.argv[1], sys.argv[2] + "/m.pt", sys.argv[1] + "/annotations.csv", sys.argv[2] + "/out",
-         GenerateConfig(per_id=int(sys.argv[3]), batch_size=32, num_workers=0), device="cpu", progress=False)
+         GenerateConfig(per_id=int(sys.argv[3]), batch_size=32, num_workers=0, score=False), device="cpu", progress=False)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
@@ -93,11 +93,12 @@ def main() -> None:
                                  batches=max(1, images // args.batch_size))
         # A first, short run warms the caches; the timed run starts from an empty folder.
         generate(SAMPLE, ckpt, SAMPLE / "annotations.csv", Path(tmp) / "warm",
-                 GenerateConfig(per_id=1, batch_size=args.batch_size, num_workers=args.workers), device=str(dev),
+                 GenerateConfig(per_id=1, batch_size=args.batch_size, num_workers=args.workers, score=False), device=str(dev),
                  progress=False)
         start = time.perf_counter()
         result = generate(SAMPLE, ckpt, SAMPLE / "annotations.csv", Path(tmp) / "out",
-                          GenerateConfig(per_id=args.per_id, batch_size=args.batch_size, num_workers=args.workers),
+                          GenerateConfig(per_id=args.per_id, batch_size=args.batch_size, num_workers=args.workers,
+                                         score=False),
                           device=str(dev), progress=False)
         end_to_end = result.generated / (time.perf_counter() - start)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"

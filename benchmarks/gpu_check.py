@@ -193,8 +193,8 @@ def main() -> None:
         save_checkpoint(ckpt, model_config=base.model, step=0, rec=model.rec.state_dict(), ref=model.ref.state_dict())
         count = len({p.name[:4] for p in args.images.glob("*.jpg")}) * per_id
         bare = bare_forward_rate(model.to(dev), base.model.image_size, gen_batch, dev, max(1, count // gen_batch))
-        cfg = GenerateConfig(per_id=per_id, batch_size=gen_batch, num_workers=4 if cuda else 0)
-        generate(args.images, ckpt, poses, tmp / "warm", GenerateConfig(per_id=1, batch_size=gen_batch, num_workers=0),
+        cfg = GenerateConfig(per_id=per_id, batch_size=gen_batch, num_workers=4 if cuda else 0, score=False)
+        generate(args.images, ckpt, poses, tmp / "warm", GenerateConfig(per_id=1, batch_size=gen_batch, num_workers=0, score=False),
                  device=str(dev), progress=False)
         start = time.perf_counter()
         result = generate(args.images, ckpt, poses, tmp / "gen", cfg, device=str(dev), progress=False)

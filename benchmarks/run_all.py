@@ -50,6 +50,11 @@ def row(record: dict) -> str:
     if b == "generate_memory":
         peaks = ", ".join(f"{record['images'][n]} images: {mib} MiB" for n, mib in record["peak_rss_mib"].items())
         return f"| generate peak memory ({record['recipe']}, {record['device']}) | {peaks} | whole process, fresh each |"
+    if b == "body_masks":
+        return (f"| body masks batched on the device ({record['device']}, {record['poses']} real poses) | "
+                f"{record['batched_masks_per_s']:,} masks/s (Def-GAN-exact: {record['exact_masks_per_s']:,}) | "
+                f"IoU with the exact mask: pooled {record['iou_pooled']}, mean {record['iou_mean']}, "
+                f"min {record['iou_min']} |")
     if b == "metrics_ssim":
         return f"| evaluate SSIM + mask-SSIM ({record['device']}) | {record['pairs_per_s']} pairs/s | {record['pairs']} pairs |"
     return f"| {b} | {record} | |"
@@ -68,7 +73,7 @@ def main() -> None:
                + run("bench_train.py", "--recipe", "tiny", "--batch-size", "8", "--steps", "20", *dev)
                + run("bench_train.py", "--recipe", "market1501", *market_train, *dev)
                + run("bench_generate.py", *market_generate, *dev) + run("bench_generate.py", "--memory")
-               + run("bench_metrics.py"))
+               + run("bench_metrics.py") + run("bench_masks.py", *dev))
     device = torch.cuda.get_device_name(0) if cuda else (
         f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
     table = "\n".join([BEGIN, f"Run {date.today()} on {device}, torch {torch.__version__}, Python "

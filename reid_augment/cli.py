@@ -239,11 +239,11 @@ def generate_cmd(images, per_id, workdir, checkpoint, out, strategy, kmeans_k, s
 
     workdir = Path(workdir)
     if checkpoint is None:
-        candidates = sorted(workdir.glob("runs/*/checkpoints/latest.pt"), key=lambda p: p.stat().st_mtime)
-        if not candidates:
+        found = sorted(workdir.glob("runs/*/checkpoints/latest.pt"), key=lambda p: p.stat().st_mtime)
+        if not found:
             raise click.ClickException(f"{workdir}/runs: no trained checkpoint; train one with `reid-augment "
                                        f"train` or pass --checkpoint")
-        checkpoint = candidates[-1]
+        checkpoint = found[-1]
     cfg = GenerateConfig(per_id=per_id, strategy=strategy, kmeans_k=kmeans_k, seed=seed, batch_size=batch_size,
                          num_workers=workers, out_size=out_size, layout=layout, candidates=candidates,
                          min_pckh=min_pckh, score=not no_score)

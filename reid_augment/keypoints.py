@@ -173,23 +173,22 @@ def body_masks(poses: torch.Tensor, size: tuple[int, int], radius: float = 4.0) 
     """
     poses = poses.float()
     n, h, w = len(poses), *size
-    ys = torch.arange(h, device=poses.device, dtype=torch.float32).view(1, 1, h, 1)
-    xs = torch.arange(w, device=poses.device, dtype=torch.float32).view(1, 1, 1, w)
+    ys = torch.arange(h, device=poses.device, dtype=torch.float32).view(1, h, 1)
+    xs = torch.arange(w, device=poses.device, dtype=torch.float32).view(1, 1, w)
     vis = (poses[..., 0] >= 0) & (poses[..., 1] >= 0)  # [N, K]
-    # Joint disks (strict, as skimage.draw.disk).
-    d2 = (ys - poses[..., 0, None, None]) ** 2 + (xs - poses[..., 1, None, None]) ** 2  # [N, K, H, W]
-    inside = ((d2 < radius**2) & vis[..., None, None]).any(1)
-    # Limb segments: distance to the segment a-b.
-    a_idx, b_idx = (torch.tensor(v, device=poses.device) for v in zip(*MASK_LIMBS))
-    a, b = poses[:, a_idx], poses[:, b_idx]  # [N, L, 2]
-    ab = b - a
-    length2 = (ab**2).sum(-1)
-    limb_ok = vis[:, a_idx] & vis[:, b_idx] & (length2 > 0)
-    py, px = ys - a[..., 0, None, None], xs - a[..., 1, None, None]  # [N, L, H, W]
-    t = ((py * ab[..., 0, None, None] + px * ab[..., 1, None, None]) / length2.clamp_min(1e-6)[..., None, None])
-    t = t.clamp(0, 1)
-    seg2 = (py - t * ab[..., 0, None, None]) ** 2 + (px - t * ab[..., 1, None, None]) ** 2
-    inside |= ((seg2 <= radius**2) & limb_ok[..., None, None]).any(1)
+    inside = torch.zeros(n, h, w, dtype=torch.bool, device=poses.device)
+    r2 = radius**2
+    for j in range(poses.shape[1]):  # Joint disks (strict, as skimage.draw.disk).
+        y, x = poses[:, j, 0, None, None], poses[:, j, 1, None, None]
+        inside |= (((ys - y) ** 2 + (xs - x) ** 2) < r2) & vis[:, j, None, None]
+    for a, b in MASK_LIMBS:  # Limb rectangles: within `radius` of the segment a-b.
+        ay, ax = poses[:, a, 0, None, None], poses[:, a, 1, None, None]
+        dy, dx = poses[:, b, 0, None, None] - ay, poses[:, b, 1, None, None] - ax
+        length2 = dy**2 + dx**2
+        py, px = ys - ay, xs - ax
+        t = ((py * dy + px * dx) / length2.clamp_min(1e-6)).clamp(0, 1)
+        ok = (vis[:, a] & vis[:, b] & (length2[:, 0, 0] > 0))[:, None, None]
+        inside |= (((py - t * dy) ** 2 + (px - t * dx) ** 2) <= r2) & ok
     mask = inside.float().view(n, 1, h, w)
     closed = torch.nn.functional.max_pool2d(mask, 5, stride=1, padding=2)  # Dilation...
     return -torch.nn.functional.max_pool2d(-closed, 5, stride=1, padding=2)  # ...then erosion.

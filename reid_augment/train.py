@@ -86,14 +86,16 @@ def _sample_grid(model: VDG, batch: dict, size: tuple[int, int]) -> np.ndarray:
     return grid(zip(*columns))
 
 
-def _prepare(batch: dict, cfg: ModelConfig, channels_last: bool) -> dict:
-    """Draw a batch's heatmaps and target body masks on its device, batched."""
+def _prepare(batch: dict, cfg: ModelConfig, channels_last: bool, masks: bool = True) -> dict:
+    """Draw a batch's heatmaps and (for the refinement stage's masked losses) target body masks on its device."""
     batch["src_maps"] = to_heatmaps(batch["src_pose"], cfg.image_size, cfg.heatmap_sigma)
     batch["tgt_maps"] = to_heatmaps(batch["tgt_pose"], cfg.image_size, cfg.heatmap_sigma)
-    batch["tgt_mask"] = body_masks(batch["tgt_pose"], cfg.image_size)
+    if masks:
+        batch["tgt_mask"] = body_masks(batch["tgt_pose"], cfg.image_size)
     if channels_last:
         for key in ("src_img", "tgt_img", "src_maps", "tgt_maps", "tgt_mask"):
-            batch[key] = batch[key].contiguous(memory_format=torch.channels_last)
+            if key in batch:
+                batch[key] = batch[key].contiguous(memory_format=torch.channels_last)
     return batch
 
 
@@ -272,7 +274,7 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
         items = [next(stream) for _ in range(per_rank)]
         index = torch.tensor([i for i, _ in items])
         flips = torch.tensor([f for _, f in items])
-        return _prepare(data.batch(index, flips, dev), model_cfg, channels_last)
+        return _prepare(data.batch(index, flips, dev), model_cfg, channels_last, masks=step >= tc.rec_steps)
 
     fixed = _prepare(data.batch(torch.arange(min(4, len(data))), torch.zeros(min(4, len(data)), dtype=torch.bool),
                                 dev), model_cfg, channels_last)
