@@ -14,7 +14,7 @@ import torch
 
 from reid_augment.errors import InputError
 from reid_augment.estimate import estimate_poses
-from reid_augment.train import resolve_device
+from reid_augment.device import resolve_device
 
 SAMPLE = Path(__file__).resolve().parent.parent / "reid_augment" / "sample" / "cuhk03"
 

@@ -21,7 +21,7 @@ from reid_augment.checkpoint import save_checkpoint
 from reid_augment.config import GenerateConfig, load_recipe
 from reid_augment.generate import generate
 from reid_augment.networks import VDG
-from reid_augment.train import resolve_device
+from reid_augment.device import resolve_device
 
 SAMPLE = Path(__file__).resolve().parent.parent / "reid_augment" / "sample" / "cuhk03"
 

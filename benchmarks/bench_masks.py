@@ -20,7 +20,7 @@ import torch
 
 from reid_augment.keypoints import body_mask, body_masks
 from reid_augment.poses import read_poses
-from reid_augment.train import resolve_device
+from reid_augment.device import resolve_device
 
 ANNOTATIONS = Path(__file__).resolve().parent.parent / "tests" / "data" / "market-annotation-test.csv.gz"
 

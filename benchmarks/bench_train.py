@@ -17,7 +17,8 @@ import torch
 from reid_augment.config import PairConfig, load_recipe
 from reid_augment.pairs import build_pairs, save_pair_set
 from reid_augment.poses import read_poses
-from reid_augment.train import resolve_device, train
+from reid_augment.device import resolve_device
+from reid_augment.train import train
 
 SAMPLE = Path(__file__).resolve().parent.parent / "reid_augment" / "sample" / "cuhk03"
 

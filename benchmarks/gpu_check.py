@@ -33,8 +33,8 @@ from reid_augment.generate import generate
 from reid_augment.networks import VDG, Discriminator, coarse_image, refined_image
 from reid_augment.pairs import build_pairs, read_pair_file, save_pair_set
 from reid_augment.poses import read_poses
-from reid_augment.train import (_prepare, discriminator_step, generator_step, reconstruction_step, resolve_device,
-                                train)
+from reid_augment.device import resolve_device
+from reid_augment.train import _prepare, discriminator_step, generator_step, reconstruction_step, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generate import bare_forward_rate  # noqa: E402

@@ -24,7 +24,8 @@ from reid_augment.config import PairConfig, load_recipe
 from reid_augment.evaluate import evaluate
 from reid_augment.generator_file import export_generator
 from reid_augment.pairs import run_build_pairs
-from reid_augment.train import resolve_device, train
+from reid_augment.device import resolve_device
+from reid_augment.train import train
 
 
 def main() -> None:

@@ -86,7 +86,7 @@ def estimate_poses_cmd(images, output, backend, pose_config, pose_checkpoint, de
     """
     from .estimate import MMPOSE_CHECKPOINT, estimate_poses
     from .images import scan_images
-    from .train import resolve_device
+    from .device import resolve_device
 
     result = estimate_poses(scan_images(images, layout=layout), output or f"{DEFAULT_WORKDIR}/poses.csv", backend, batch_size=batch_size,
                             score_thr=score_thr, pose_config=pose_config,
@@ -177,7 +177,8 @@ def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, 
     from pathlib import Path
 
     from .config import dump_recipe, load_recipe
-    from .train import resolve_device, train
+    from .device import resolve_device
+    from .train import train
 
     resolved = load_recipe(recipe, overrides)
     if dry_run:
@@ -288,7 +289,8 @@ def export_cmd(out, root, new_root, copy, out_size, layout) -> None:
 
     counts = export(out, root, new_root, copy, out_size, layout)
     resized = f", {counts['resized']} of them resized to their source's size" if counts["resized"] else ""
-    unknown = f"; {counts['unknown_source']} whose source is not in ROOT were skipped" if counts["unknown_source"] else ""
+    unknown = (f"; {counts['unknown_source']} whose source is not in ROOT were skipped"
+               if counts["unknown_source"] else "")
     click.echo(f"Wrote {new_root}: its training split holds {counts['original']} original and "
                f"{counts['generated']} generated images{resized}{unknown}; query and gallery are unchanged "
                f"({'copied' if copy else 'linked'}).")

@@ -211,7 +211,7 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
     """
     from tqdm import tqdm
 
-    from .train import resolve_device
+    from .device import resolve_device
 
     if (checkpoint is None) == (generated is None):
         raise InputError("evaluate needs exactly one of --checkpoint and --generated")

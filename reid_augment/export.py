@@ -17,7 +17,7 @@ from PIL import Image
 
 from .errors import InputError
 from .fileio import atomic_open, atomic_write_text
-from .images import image_size, parse_market_name, scan_images
+from .images import image_size, scan_images
 from .layouts import MSMT_LISTS, detect_layout, list_images, read_msmt_list
 
 
@@ -31,16 +31,6 @@ def read_generated(manifest: str | os.PathLike) -> tuple[Path, pd.DataFrame]:
     if not manifest.is_file():
         raise InputError(f"{manifest}: no such manifest (run `reid-augment generate` first)")
     return manifest, read_manifest(manifest)
-
-
-def market_items(folder: str | os.PathLike) -> list[tuple[str, int, int]]:
-    """(path, pid, camid) of a Market-1501 folder's .jpg images, junk (-1) left out; camid as in the name."""
-    items = []
-    for path in sorted(Path(folder).glob("*.jpg")):
-        pid, camid = parse_market_name(path.name)
-        if pid != "-1":
-            items.append((str(path), int(pid), camid))
-    return items
 
 
 def generated_items(manifest: str | os.PathLike, base_train: list[tuple]) -> list[tuple]:

@@ -79,8 +79,8 @@ def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig,
     """Decide every image to make: source, target pose, seed and output name, without touching pixels.
 
     Sources are the identity's usable images (valid pose) in name order, rotating; targets come from the
-    bank of valid poses of the other identities, whatever the strategy. Returns the plan and the number of identities that
-    have no usable image.
+    bank of valid poses of the other identities, whatever the strategy (M candidates per image in a row with
+    `cfg.candidates`). Returns the plan and the number of identities that have no usable image.
     """
     if cfg.strategy not in STRATEGIES:
         raise InputError(f"unknown strategy {cfg.strategy!r}; known: {', '.join(STRATEGIES)}")
@@ -349,7 +349,7 @@ def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, man
 
 def load_for_inference(checkpoint: str | os.PathLike, device: str) -> tuple[torch.nn.Module, dict, torch.device]:
     """The generator of a checkpoint on its device, with the checkpoint's fields for the manifest."""
-    from .train import resolve_device
+    from .device import resolve_device
 
     dev = resolve_device(device)
     model, state = load_generator(checkpoint, map_location="cpu")

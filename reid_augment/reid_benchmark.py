@@ -284,13 +284,14 @@ class BenchmarkResult:
         b, a = self.arms["baseline"], self.arms["augmented"]
         return (f"Baseline: mAP {b['mAP']:.1%}, Rank-1 {b['rank1']:.1%} on {b['train_images']} images; augmented: "
                 f"mAP {a['mAP']:.1%}, Rank-1 {a['rank1']:.1%} on {a['train_images']} images "
-                f"({a['generated_images']} generated): {a['mAP'] - b['mAP']:+.1%} mAP. Report: {self.out / 'report.md'}.")
+                f"({a['generated_images']} generated): {a['mAP'] - b['mAP']:+.1%} mAP. "
+                f"Report: {self.out / 'report.md'}.")
 
 
 def reid_benchmark(root: str | os.PathLike, manifest: str | os.PathLike, out: str | os.PathLike,
                    cfg: ReidBenchmarkConfig = ReidBenchmarkConfig(), progress: bool = True) -> BenchmarkResult:
     """Train `cfg.model` on ROOT's training split with and without the manifest's images; compare on its test split."""
-    from .train import resolve_device
+    from .device import resolve_device
 
     out = Path(out)
     if cfg.gen_ratio is not None and not 0 < cfg.gen_ratio < 1:
@@ -327,7 +328,8 @@ def _report(m: dict) -> str:
             f"({m['arms']['baseline']['initialisation']}), seed {s['seed']}, sampler and schedule: {s['epochs']} "
             f"epochs, batch {s['batch_size']}, Adam lr {s['lr']}, {s['height']}x{s['width']}, on {s['device']}. "
             f"Generated images: {gen}, label smoothing {s['gen_label_smooth']} (originals 0.1). Evaluated on "
-            f"`{s['root']}`'s query and gallery with torchreid's rank code (Market-1501 protocol); mINP as Ye et al.\n\n"
+            f"`{s['root']}`'s query and gallery with torchreid's rank code (Market-1501 protocol); mINP as "
+            "Ye et al.\n\n"
             + "\n".join(rows) + "\n\nFor scale, published results:\n\n"
             + "\n".join(f"- {name}: {what}" for name, what in ANCHORS)
             + "\n\nOne seed on one split: differences of a point or two are within run-to-run noise.\n")

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, model_config_of, rng_state, save_checkpoint, set_rng_state
 from .config import ModelConfig, Recipe, dump_recipe, recipe_to_dict
+from .device import resolve_device  # noqa: F401  (also imported from here by older code)
 from .data import StepSampler, load_training_data, resolve_pairs, to_uint8
 from .errors import InputError, TrainingError
 from .fileio import atomic_write_text, save_png
@@ -35,19 +36,6 @@ from .preview import grid
 from .poses import read_poses
 
 STAGES = ("rec", "ref", "all")
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' picks CUDA when present; under torchrun each process takes its LOCAL_RANK GPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {device}: CUDA is not available on this machine")
-        if dev.index is None:
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return dev
 
 
 @dataclass
