@@ -56,7 +56,9 @@ def row(record: dict) -> str:
                 f"IoU with the exact mask: pooled {record['iou_pooled']}, mean {record['iou_mean']}, "
                 f"min {record['iou_min']} |")
     if b == "metrics_ssim":
-        return f"| evaluate SSIM + mask-SSIM ({record['device']}) | {record['pairs_per_s']} pairs/s | {record['pairs']} pairs |"
+        what = "SSIM, mask-SSIM and PCKh" if record.get("pckh") else "SSIM and mask-SSIM"
+        return (f"| evaluate {what}, model and copy baseline ({record['device']}) | {record['pairs_per_s']} pairs/s | "
+                f"{record['pairs']} pairs |")
     return f"| {b} | {record} | |"
 
 

@@ -349,9 +349,10 @@ def convert_checkpoint_cmd(old, new, trust) -> None:
 @click.option("--inception-weights", type=click.Path(), metavar="PATH",
               help="torch-fidelity's Inception weights file; without it IS, mask-IS and FID are skipped.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--no-pckh", is_flag=True, help="Skip PCKh (pose estimation of every image runs on the CPU).")
 @click.option("--device", default="auto", show_default=True)
 def evaluate_cmd(images, workdir, checkpoint, generated, pairs, poses, report_dir, inception_weights, batch_size,
-                 device) -> None:
+                 no_pckh, device) -> None:
     """Score generated test pairs with SSIM, mask-SSIM, IS, mask-IS (and FID, LPIPS) as the papers do.
 
     \b
@@ -368,7 +369,7 @@ def evaluate_cmd(images, workdir, checkpoint, generated, pairs, poses, report_di
         poses = workdir / "poses-test.csv" if (workdir / "poses-test.csv").is_file() else workdir / "poses.csv"
     report = evaluate(images, pairs or workdir / "pairs-test.csv", poses, report_dir or workdir / "report",
                       checkpoint=checkpoint, generated=generated, inception_weights=inception_weights,
-                      batch_size=batch_size, device=device)
+                      batch_size=batch_size, device=device, pckh=not no_pckh)
     click.echo(report.summary())
 
 

@@ -192,7 +192,7 @@ def _markdown(metrics: dict) -> str:
             "that does not beat it adds nothing. Paper figures are from Table 3 of the VDG paper, on the field's "
             "12,000 Market-1501 test pairs (Def-GAN protocol): this run compares with them only when its pairs are "
             f"those (`build-pairs --test-poses`); pairs: {metrics['pairs']}. Per-pair scores: `pairs.csv`; the best "
-            "and worst pairs by mask-SSIM: `best-worst.png` (source, target pose, generated, copy, target).\n\n"
+            "and worst pairs by mask-SSIM gained over copying: `best-worst.png` (source, target pose, generated, target).\n\n"
             + "\n".join(lines) + ("\n\n" + "\n".join(f"- {n}" for n in metrics["notes"]) if metrics["notes"] else "")
             + "\n")
 
@@ -200,7 +200,8 @@ def _markdown(metrics: dict) -> str:
 def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | os.PathLike,
              report_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
              generated: str | os.PathLike | None = None, inception_weights: str | os.PathLike | None = None,
-             batch_size: int = 64, device: str = "auto", num_samples: int = 8, progress: bool = True) -> Report:
+             batch_size: int = 64, device: str = "auto", num_samples: int = 8, progress: bool = True,
+             pckh: bool = True) -> Report:
     """Score the test pairs: generate them with `checkpoint`, or read `generated` (our manifest or PATN names).
 
     Args:
@@ -253,8 +254,10 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
     notes = [why_not] if why_not else []
     lpips_net, lpips_note = _lpips(dev)
     notes += [lpips_note] if lpips_note else []
-    scorer = PoseScorer.offline()
-    if scorer is None:
+    scorer = PoseScorer.offline() if pckh else None
+    if not pckh:
+        notes.append("PCKh skipped (--no-pckh).")
+    elif scorer is None:
         notes.append("PCKh skipped: it estimates the generated images' poses with the offline MediaPipe backend "
                      "(`make pose` installs it).")
     skipped: dict[str, int] = {"missing image": 0, "no target pose": 0, "size mismatch": 0}
@@ -331,7 +334,9 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
     atomic_write_text(report_dir / "report.md", _markdown(metrics))
     if num_samples:
         save_png(report_dir / "samples.png", _sheet(pair_table_out.head(num_samples), paths, pose_table))
-        ranked = pair_table_out.sort_values("mask_ssim", ascending=False, kind="stable")
+        # Ranked by what the model adds over copying the source: raw mask-SSIM favours targets with tiny masks.
+        gain = pair_table_out["mask_ssim"] - pair_table_out["copy_mask_ssim"]
+        ranked = pair_table_out.assign(gain=gain).sort_values("gain", ascending=False, kind="stable")
         half = max(1, num_samples // 2)
         picked = ranked if len(ranked) <= 2 * half else pd.concat([ranked.head(half), ranked.tail(half)])
         save_png(report_dir / "best-worst.png", _sheet(picked, paths, pose_table))
