@@ -199,13 +199,17 @@ class GenerateResult:
     candidates: int = 1
     scored_with: str | None = None
     mean_pckh: float | None = None
+    score_requested: bool = True
 
     def summary(self) -> str:
         rate = self.generated / self.seconds if self.seconds > 0 else 0.0
         best = f" (the best of {self.candidates} candidates each)" if self.candidates > 1 else ""
-        scored = (f" Scored by pose consistency with {self.scored_with}: mean PCKh {self.mean_pckh:.3f}."
-                  if self.scored_with and self.mean_pckh is not None else
-                  "" if self.scored_with else " Not scored (the offline pose backend is not installed: `make pose`).")
+        if self.scored_with:
+            scored = (f" Scored by pose consistency with {self.scored_with}: mean PCKh {self.mean_pckh:.3f}."
+                      if self.mean_pckh is not None else "")
+        else:
+            scored = (" Not scored (the offline pose backend is not installed: `make pose`)."
+                      if self.score_requested else " Not scored (--no-score).")
         short = (f" {self.dropped} images fell below --min-pckh and were dropped: a shortfall of {self.dropped}."
                  if self.dropped else "")
         return (f"Generated {self.generated} images{best} for {self.identities} identities in {self.seconds:.1f} s "
@@ -392,7 +396,7 @@ def generate(images: str | os.PathLike, checkpoint: str | os.PathLike, poses: st
         save_png(out_dir / preview, sheet)
     return GenerateResult(out_dir, manifest_path, made, already, requests["pid"].nunique(), unusable,
                           time.perf_counter() - start, dropped, cfg.candidates, scorer.name if scorer else None,
-                          float(scores.mean()) if scores.notna().any() else None)
+                          float(scores.mean()) if scores.notna().any() else None, cfg.score)
 
 
 def merge(out_dirs: list[str | os.PathLike], output: str | os.PathLike | None = None) -> Path:

@@ -158,3 +158,9 @@ def test_outputs_take_the_source_size_or_out_size(cuhk_dir, checkpoint, tmp_path
                       GenerateConfig(per_id=1, num_workers=0, out_size=(96, 48)), device="cpu", progress=False)
     for image in pd.read_csv(forced.manifest)["image"]:
         assert load_rgb(tmp_path / "forced" / image).shape[:2] == (96, 48)
+
+
+def test_no_score_leaves_the_pckh_column_empty_and_says_so(cuhk_dir, checkpoint, tmp_path):
+    result = _gen(cuhk_dir, checkpoint, tmp_path / "out", per_id=1, score=False)
+    assert "Not scored (--no-score)" in result.summary() and result.scored_with is None
+    assert pd.read_csv(result.manifest)["pckh"].isna().all()
