@@ -325,7 +325,7 @@ def _report(m: dict) -> str:
     gen = f"{s['gen_ratio']:.0%} of each batch" if s["gen_ratio"] is not None else "drawn like the originals"
     return ("# Re-ID benchmark: with and without the generated images\n\n"
             f"Both arms train torchreid's `{s['model']}` from the same initialisation "
-            f"({m['arms']['baseline']['initialisation']}), seed {s['seed']}, sampler and schedule: {s['epochs']} "
+            f"[{m['arms']['baseline']['initialisation']}], seed {s['seed']}, sampler and schedule: {s['epochs']} "
             f"epochs, batch {s['batch_size']}, Adam lr {s['lr']}, {s['height']}x{s['width']}, on {s['device']}. "
             f"Generated images: {gen}, label smoothing {s['gen_label_smooth']} (originals 0.1). Evaluated on "
             f"`{s['root']}`'s query and gallery with torchreid's rank code (Market-1501 protocol); mINP as "
