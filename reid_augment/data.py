@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import Sampler
 
 from .errors import InputError
-from .images import load_rgb, try_load_rgb
+from .images import try_load_rgb
 from .keypoints import FLIP_PERMUTATION, NUM_JOINTS, present
 from .poses import PoseTable
 
@@ -43,11 +43,6 @@ def fit_crop(rgb: np.ndarray, pose: np.ndarray, size: tuple[int, int]) -> tuple[
         rgb = np.array(Image.fromarray(rgb).resize((size[1], size[0]), Image.BILINEAR))
         pose = scale_pose(pose, (h, w), size)
     return rgb, pose.astype(np.float32)
-
-
-def load_crop(path: str, pose: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Decode an image, resize it to `size` = (H, W) and scale its pose to match."""
-    return fit_crop(load_rgb(path), pose, size)
 
 
 def resolve_pairs(pairs: pd.DataFrame, poses: PoseTable, paths: dict[str, str], where: str) -> None:

@@ -25,7 +25,7 @@ from . import __version__
 from .errors import InputError
 from .fileio import atomic_open, atomic_write_text, save_png
 from .generate import load_for_inference, read_manifest, render
-from .images import identities, load_rgb, scan_images
+from .images import identities, image_sizes, load_rgb, scan_images
 from .keypoints import body_mask, draw_skeleton
 from .losses import ssim
 from .pairs import read_pair_file
@@ -230,17 +230,18 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
         usable = pair_table[pair_table["from"].isin(paths) & pair_table["to"].isin(paths)
                             & pair_table["from"].isin(known) & pair_table["to"].isin(known)]
         pids, cams = identities(usable["from"])
+        target_hw = image_sizes([paths[b] for b in usable["to"]])
         requests = pd.DataFrame({
             "image": [f"images/{a}___{b}.png" for a, b in zip(usable["from"], usable["to"])],
             "pid": pids, "camid": cams,
             "source": usable["from"].to_numpy(), "source_path": [paths[a] for a in usable["from"]],
-            "pose_from": usable["to"].to_numpy(), "target_path": [paths[b] for b in usable["to"]],
+            "pose_from": usable["to"].to_numpy(), "target_h": target_hw[:, 0], "target_w": target_hw[:, 1],
             "seed": 0, "strategy": "pairs",
             "checkpoint": info["checkpoint"], "step": info["step"], "version": info["version"]})
         generated = report_dir / "generated"
         # Each output at its target's size: scored at the data set's resolution, as the papers do.
         render(model, requests, pose_table, generated / "manifest.csv", info["size"], info["sigma"], dev, batch_size,
-               num_workers=0, progress=progress, size_of="target_path")
+               num_workers=0, progress=progress, out_like="target")
         meta = {"checkpoint": info["checkpoint"], "checkpoint_step": info["step"]}
     table = find_generated(generated)
     wanted = pair_table[["from", "to"]].merge(table, on=["from", "to"], how="left").rename(

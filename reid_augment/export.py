@@ -18,7 +18,7 @@ from PIL import Image
 from .errors import InputError
 from .fileio import atomic_open, atomic_write_text
 from .images import image_size, scan_images
-from .layouts import MSMT_LISTS, detect_layout, list_images, read_msmt_list
+from .layouts import MSMT_LISTS, detect_layout, layout_entries, read_msmt_list
 
 
 def read_generated(manifest: str | os.PathLike) -> tuple[Path, pd.DataFrame]:
@@ -99,19 +99,11 @@ def export(manifest: str | os.PathLike, root: str | os.PathLike, new_root: str |
     if new_root.resolve() == lay.root.resolve():
         raise InputError(f"{new_root}: the new root must differ from the original {lay.root}")
     counts = {"original": 0, "generated": 0, "resized": 0, "unknown_source": 0}
-    train_dir = lay.train_dir
-    new_train = new_root / train_dir.relative_to(lay.root)
 
-    # Originals of the training split, as they are.
-    if lay.kind == "msmt17":
-        originals = [(lay.train_dir / rel, new_train / rel) for rel, _ in read_msmt_list(lay.root / "list_train.txt")]
-    elif lay.kind == "by-person":
-        originals = [(p, new_root / p.parent.name / p.name) for d in sorted(lay.root.iterdir()) if d.is_dir()
-                     for p in list_images(d)]
-    else:
-        originals = [(p, new_train / p.name) for p in list_images(train_dir)]
-    for src, dst in originals:
-        _place(src, dst, copy, None)
+    # Originals of the training split, as they are, at the same place under NEW_ROOT.
+    originals = [path for _, path, split in layout_entries(lay) if split == "train"]
+    for src in originals:
+        _place(src, new_root / src.relative_to(lay.root), copy, None)
     counts["original"] = len(originals)
 
     # Generated images, each beside its source, at its source's size (or out_size).
@@ -124,14 +116,9 @@ def export(manifest: str | os.PathLike, root: str | os.PathLike, new_root: str |
             counts["unknown_source"] += 1
             continue
         src_path = Path(source_paths[key])
-        name = os.path.basename(image)
+        dst = new_root / src_path.relative_to(lay.root).parent / os.path.basename(image)
         if lay.kind == "msmt17":
-            dst = new_train / src_path.parent.name / name
-            new_lines.append(f"{src_path.parent.name}/{name} {labels[key]}")
-        elif lay.kind == "by-person":
-            dst = new_root / src_path.parent.name / name
-        else:
-            dst = new_train / name
+            new_lines.append(f"{dst.relative_to(new_root / lay.train_dir.name).as_posix()} {labels[key]}")
         counts["resized"] += _place(manifest_path.parent / image, dst, copy, out_size or image_size(src_path))
         counts["generated"] += 1
     if counts["generated"] == 0 and len(table):

@@ -29,7 +29,7 @@ from .config import GenerateConfig
 from .data import fit_crop, scale_pose, to_tensor, to_uint8
 from .errors import InputError
 from .fileio import atomic_open, save_png
-from .images import ImageSet, image_size, image_sizes, load_rgb, scan_images
+from .images import ImageSet, image_sizes, load_rgb, scan_images
 from .keypoints import to_heatmaps, valid_pose_mask
 from .pckh import PoseScorer
 from .posebank import STRATEGIES, farthest_order, kmeans_centres, nearest_of_others, normalise
@@ -96,8 +96,8 @@ def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig,
                          "check poses.csv)")
     bank_pids = sources["person_id"].to_numpy()
     # Compare poses in each image's own frame (y / H, x / W): crops of one data set can differ in size.
-    frames = image_sizes(sources["path"]).astype(np.float32)
-    bank = normalise(poses.lookup(bank_names), frames[:, None, :])
+    frames = image_sizes(sources["path"])
+    bank = normalise(poses.lookup(bank_names), frames[:, None, :].astype(np.float32))
     codes, ids = pd.factorize(bank_pids, sort=True)  # Integer codes: fast per-identity masks.
     if cfg.strategy == "kmeans":
         medoids = nearest_of_others(bank, codes, kmeans_centres(bank, cfg.kmeans_k, cfg.seed))
@@ -130,7 +130,8 @@ def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig,
         "source": src_table["name"].to_numpy(),
         "source_path": src_table["path"].to_numpy(),
         "pose_from": bank_names[tgt] if len(tgt) else tgt,
-        "target_path": sources["path"].to_numpy()[tgt] if len(tgt) else tgt,
+        "target_h": frames[tgt, 0] if len(tgt) else tgt,  # The target pose's frame, read once above.
+        "target_w": frames[tgt, 1] if len(tgt) else tgt,
         "seed": seeds,
     })
     unusable = sorted(set(table["person_id"]) - set(ids))
@@ -140,33 +141,29 @@ def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig,
 class _Requests(Dataset):
     """Decodes sources in DataLoader workers: item = (index, src_img [3, H, W], src_pose, tgt_pose, out_hw, out_pose).
 
-    Both poses are scaled from their own image's frame into the model's, as training does; `out_hw` is the
-    size the output is resized to: `out_size` when given, else the size of the image in column `size_of`.
+    Both poses are scaled from their own image's frame (the target's: columns target_h, target_w) into the
+    model's, as training does; `out_hw` is the size the output is resized to: `out_size` when given, else the
+    source's or (`out_like="target"`) the target's size. `out_pose` is the target pose in the output's frame.
     """
 
     def __init__(self, requests: pd.DataFrame, poses: PoseTable, size: tuple[int, int],
-                 out_size: tuple[int, int] | None, size_of: str):
+                 out_size: tuple[int, int] | None, out_like: str):
         self.paths = requests["source_path"].to_numpy()
-        self.target_paths = requests["target_path"].to_numpy()
-        self.size_paths = requests[size_of].to_numpy()
+        self.target_hw = requests[["target_h", "target_w"]].to_numpy(dtype=np.int64)
         self.src_pose = poses.lookup(requests["source"])
         self.tgt_pose = poses.lookup(requests["pose_from"])
-        self.size, self.out_size = tuple(size), out_size
+        self.size, self.out_size, self.out_like = tuple(size), out_size, out_like
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         rgb = load_rgb(self.paths[i])
-        source_hw = rgb.shape[:2]
+        source_hw, target_hw = rgb.shape[:2], tuple(self.target_hw[i])
         rgb, src_pose = fit_crop(rgb, self.src_pose[i], self.size)
-        target_hw = source_hw if self.target_paths[i] == self.paths[i] else image_size(self.target_paths[i])
         tgt_pose = scale_pose(self.tgt_pose[i], target_hw, self.size)
-        if self.out_size is not None:
-            out_hw = self.out_size
-        else:
-            out_hw = source_hw if self.size_paths[i] == self.paths[i] else image_size(self.size_paths[i])
-        out_pose = scale_pose(self.tgt_pose[i], target_hw, out_hw)  # For scoring the output against its target.
+        out_hw = self.out_size or (target_hw if self.out_like == "target" else source_hw)
+        out_pose = scale_pose(self.tgt_pose[i], target_hw, out_hw)
         return (i, to_tensor(rgb), torch.from_numpy(src_pose), torch.from_numpy(tgt_pose), torch.tensor(out_hw),
                 torch.from_numpy(out_pose))
 
@@ -299,15 +296,15 @@ def contact_sheet(manifest: pd.DataFrame, root: Path, sources: dict[str, str], i
 def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, manifest_path: Path,
            size: tuple[int, int], sigma: float, dev: torch.device, batch_size: int = 64, num_workers: int = 2,
            jpeg_quality: int = 95, progress: bool = True, out_size: tuple[int, int] | None = None,
-           size_of: str = "source_path", scorer: PoseScorer | None = None,
+           out_like: str = "source", scorer: PoseScorer | None = None,
            min_pckh: float | None = None) -> tuple[int, int, int]:
     """Make the images of `requests` that `manifest_path` does not list yet.
 
     Requests sharing an `image` are candidates for it (contiguous, each batch holds whole groups): with a
     `scorer`, each is scored by PCKh against its target pose and the best is kept, if it reaches `min_pckh`.
 
-    Each output has the size of the image in column `size_of` of its request (the source crop it augments,
-    or in evaluate the target it is scored against), or `out_size` (H, W) when given.
+    Each output has the size of its source crop (`out_like="source"`) or, in evaluate, of the target it is
+    scored against (`out_like="target"`), or `out_size` (H, W) when given.
     Sources are decoded in DataLoader workers, heatmaps drawn on the device, and images encoded by a pool of
     threads (PIL releases the GIL) while the model runs the next batches: one writer thread keeps the manifest
     appends in order, each batch's rows only once its images are on disk (.png or .jpg by the name).
@@ -323,7 +320,7 @@ def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, man
     todo = requests[~requests["image"].isin(set(done["image"]))].reset_index(drop=True)
     group = int(requests["image"].value_counts().max()) if len(requests) else 1
     batch_size = -(-batch_size // group) * group  # Whole groups of candidates per batch.
-    loader = DataLoader(_Requests(todo, poses, size, out_size, size_of), batch_size=batch_size, shuffle=False,
+    loader = DataLoader(_Requests(todo, poses, size, out_size, out_like), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, pin_memory=dev.type == "cuda")
     use_bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
     pending: list[Future] = []

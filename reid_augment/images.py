@@ -19,21 +19,18 @@ from PIL import Image, UnidentifiedImageError
 from .errors import InputError
 from .layouts import IMAGE_EXTENSIONS, MARKET_SPLITS, Layout, detect_layout, layout_entries  # noqa: F401
 
-DISTRACTOR_IDS = frozenset({"-1", "0000"})  # Market-1501's distractors and junk boxes (not MSMT17's person 0000).
-_MARKET_NAME = re.compile(r"^(-1|\d+)_c(\d+)")  # Market-1501, CUHK03-NP, DukeMTMC-reID.
-_MSMT_NAME = re.compile(r"^(\d+)_\d+_(\d+)_")  # MSMT17: <person>_<index>_<camera>_<date>_<frame>_<n>.
+# Person and camera of a re-ID file name: Market-1501, CUHK03-NP, DukeMTMC-reID (`<person>_c<camera>...`, groups
+# 1-2) or MSMT17 (`<person>_<index>_<camera>_<date>_<frame>_<n>`, groups 3-4).
+_NAME = re.compile(r"^(?:(-1|\d+)_c(\d+)|(\d+)_\d+_(\d+)_)")
+# Market-1501's distractors and junk boxes (person -1 or 0000), in a Market-style name or as the person folder.
 _DISTRACTOR_NAME = re.compile(r"^(?:-1|0000)(?:_c\d|/)")
-_ANY_NAME = re.compile(r"^(?:(-1|\d+)_c(\d+)|(\d+)_\d+_(\d+)_)")  # Both, in one pass over many names.
 COLUMNS = ["name", "path", "person_id", "camera_id", "split"]
 
 
-def _match(base: str) -> tuple[str, int, bool] | None:
-    """(person, camera, market_style) of a file name, or None."""
-    match = _MARKET_NAME.match(base)
-    if match:
-        return match.group(1), int(match.group(2)), True
-    match = _MSMT_NAME.match(base)
-    return (match.group(1), int(match.group(2)), False) if match else None
+def _match(base: str) -> tuple[str, int] | None:
+    """(person, camera) of a file name, or None."""
+    found = _NAME.match(base)
+    return (found.group(1) or found.group(3), int(found.group(2) or found.group(4))) if found else None
 
 
 def parse_market_name(name: str) -> tuple[str, int]:
@@ -50,7 +47,7 @@ def parse_market_name(name: str) -> tuple[str, int]:
     if found is None:
         raise ValueError(f"{name}: not a re-ID file name (<person>_c<camera>..., e.g. 0002_c1s1_000451_03.jpg, "
                          f"or MSMT17's 0000_000_01_0303morning_0015_0.jpg)")
-    return found[0], found[1]
+    return found
 
 
 def identities(names) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +60,7 @@ def identities(names) -> tuple[np.ndarray, np.ndarray]:
         InputError: a name is neither.
     """
     pids, cams = [], []
-    match = _ANY_NAME.match
+    match = _NAME.match  # Inline, not _match: this loop runs over every name of a pose file.
     for name in names:
         folder, sep, base = name.partition("/")
         found = match(base.rpartition("/")[2] if sep else name)
