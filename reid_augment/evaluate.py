@@ -23,6 +23,7 @@ from PIL import Image
 
 from . import __version__
 from .errors import InputError
+from .data import scale_pose
 from .fileio import atomic_open, atomic_write_text, save_png
 from .generate import load_for_inference, read_manifest, render
 from .images import identities, image_sizes, load_rgb, scan_images
@@ -147,21 +148,21 @@ class Report:
 
     def summary(self) -> str:
         m, b = self.metrics, self.metrics["baseline"]
-        keys = [k for k in ("ssim", "mask_ssim", "pckh", "is", "mask_is", "fid", "lpips") if m.get(k) is not None]
+        keys = [k for k in METRIC_KEYS if m.get(k) is not None]
         shown = ", ".join(f"{k} {m[k]:.3f} (copy {b[k]:.3f})" for k in keys)
         return (f"Scored {m['num_pairs']} pairs ({m['skipped_pairs']} skipped): {shown}. {verdict(m)} "
                 f"{' '.join(self.notes)} Report: {self.report_dir / 'report.md'}; per pair: "
                 f"{self.report_dir / 'pairs.csv'}.")
 
 
+METRIC_KEYS = ("ssim", "mask_ssim", "pckh", "is", "mask_is", "fid", "lpips")
 LOWER_IS_BETTER = ("fid", "lpips")
 
 
 def verdict(metrics: dict) -> str:
     """One sentence: where the model beats copying the source, and where it does not."""
     base = metrics["baseline"]
-    keys = [k for k in ("ssim", "mask_ssim", "pckh", "is", "mask_is", "fid", "lpips")
-            if metrics.get(k) is not None and base.get(k) is not None]
+    keys = [k for k in METRIC_KEYS if metrics.get(k) is not None and base.get(k) is not None]
     better = [k for k in keys if (metrics[k] < base[k]) == (k in LOWER_IS_BETTER) and metrics[k] != base[k]]
     worse = [k for k in keys if k not in better]
     if not worse:
@@ -354,8 +355,7 @@ def _sheet(pairs: pd.DataFrame, paths: dict[str, str], poses) -> np.ndarray:
     rows = []
     for src, tgt, image in zip(pairs["from"], pairs["to"], pairs["image"]):
         target = load_rgb(paths[tgt])
-        pose = poses.lookup([tgt])[0] * (np.array(size) / np.array(target.shape[:2]))
-        pose[poses.lookup([tgt])[0] < 0] = -1
+        pose = scale_pose(poses.lookup([tgt])[0], target.shape[:2], size)
         rows.append([fit(load_rgb(paths[src])), draw_skeleton(pose, size), fit(load_rgb(image)), fit(target)])
     return grid(rows)
 

@@ -85,14 +85,11 @@ def read_generator(path: str | os.PathLike) -> tuple[VDG, dict]:
 
 def export_generator(run_or_checkpoint: str | os.PathLike, output: str | os.PathLike, bf16: bool = False) -> Path:
     """Write the generator of a run dir (its checkpoints/latest.pt) or of a checkpoint as a .safetensors file."""
-    from .checkpoint import load_checkpoint, model_config_of
+    from .checkpoint import load_generator
 
     source = Path(run_or_checkpoint)
     if source.is_dir():
         source = source / "checkpoints" / "latest.pt"
-    state = load_checkpoint(source)
-    model = VDG(model_config_of(state))
-    model.rec.load_state_dict(state["rec"])
-    model.ref.load_state_dict(state["ref"])
+    model, state = load_generator(source)
     recipe = state.get("recipe") or {}
     return write_generator(model, output, state["step"], recipe.get("name", ""), state.get("dataset", ""), bf16)

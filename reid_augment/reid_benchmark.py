@@ -76,11 +76,11 @@ def split_lists(root: str | os.PathLike, manifest: str | os.PathLike | None, lay
     if manifest is not None:
         items += [(*item[:3], 1) for item in generated_items(manifest, items)]
     lists = {"train": items}
+    pids = {pid: i for i, pid in enumerate(sorted(set(table["person_id"])))}  # One id space for query and gallery.
     for split, key in (("query", "query"), ("test", "gallery")):
         part = table[table["split"] == split]
         if part.empty:
             raise InputError(f"{root}: no {key} images; the benchmark evaluates on the data set's query and gallery")
-        pids = {pid: i for i, pid in enumerate(sorted(set(table["person_id"])))}  # One id space for both.
         lists[key] = [(p, pids[pid], max(cam - 1, 0), 0) for p, pid, cam in
                       zip(part["path"], part["person_id"], part["camera_id"])]
     return lists
