@@ -1,12 +1,14 @@
 """Train a generator on a Market-layout data set, then measure it against copying the source on held-out people.
 
-The prepared run behind the bundled-generator model card: build-pairs (training identities, and test pairs
-from the held-out identities' own pose file), train, export `generator.safetensors`, evaluate on N test pairs
-(SSIM, mask-SSIM, PCKh, each beside the copy-the-source baseline). Prints one JSON line and writes
-quality_run.json to --out.
+The prepared run behind the bundled generator and its model card: build-pairs (training identities, and test
+pairs from the held-out identities' own pose file), train, export `<name>.safetensors` (bf16), evaluate on N test
+pairs (SSIM, mask-SSIM, PCKh, each beside the copy-the-source baseline), then write the file again with the
+model card (command, recipe, steps, time, data, scores) in its metadata. Prints one JSON line and writes
+quality_run.json to --out. Rerunning into the same --out resumes training, or skips it when it is done.
 
 Usage:
   python benchmarks/quality_run.py --data ../shared/data/cuhk03-market --recipe small --out quality   # defaults
+  cp quality/cuhk03-small.safetensors reid_augment/generators/   # ship it: --checkpoint cuhk03-small
   python benchmarks/quality_run.py --data data/cuhk03-market --device cuda --set train.rec_steps=20000 ...
 """
 
@@ -14,7 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import shlex
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -36,17 +39,19 @@ def main() -> None:
     parser.add_argument("--eval-pairs", type=int, default=500, help="Test pairs scored (sampled with seed 0).")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("quality"))
+    parser.add_argument("--name", help="Name of the generator file (default: <data>-<recipe>, cuhk03 for "
+                                       "cuhk03-market).")
     args = parser.parse_args()
     dev = resolve_device(args.device)
     work = args.out / "work"
-    start = time.perf_counter()
     run_build_pairs(args.data, work, PairConfig(), args.data / "annotations-train.csv",
                     args.data / "annotations-test.csv")
     recipe = load_recipe(args.recipe, args.overrides)
     run = args.out / "run"
     checkpoint = train(args.data, recipe, run, work / "pairs-train.csv", work / "poses.csv", device=str(dev))
-    train_seconds = time.perf_counter() - start
-    shared = export_generator(run, args.out / f"{args.data.name}-{args.recipe}.safetensors", bf16=True)
+    train_seconds = _train_seconds(run, recipe.train.batch_size)
+    name = args.name or f"{args.data.name.replace('cuhk03-market', 'cuhk03')}-{args.recipe}"
+    shared = export_generator(run, args.out / f"{name}.safetensors", bf16=True)
     pairs = pd.read_csv(work / "pairs-test.csv")
     pairs.sample(min(args.eval_pairs, len(pairs)), random_state=0).to_csv(work / "pairs-eval.csv", index=False)
     report = evaluate(args.data, work / "pairs-eval.csv", args.data / "annotations-test.csv", args.out / "report",
@@ -59,8 +64,22 @@ def main() -> None:
               "generator_mib": round(shared.stat().st_size / 2**20, 2), "eval_pairs": m["num_pairs"],
               "model": {k: m[k] for k in ("ssim", "mask_ssim", "pckh")},
               "copy_source": {k: m["baseline"][k] for k in ("ssim", "mask_ssim", "pckh")}}
+    card = {"command": shlex.join(["python", *sys.argv]), "device": result["device"],
+            "train_minutes": str(result["train_minutes"]), "batch_size": str(recipe.train.batch_size),
+            "steps": f"{recipe.train.rec_steps}+{recipe.train.ref_steps}",
+            "train_data": f"{args.data.name}: {args.data / 'bounding_box_train'} (annotations-train.csv)",
+            "eval": json.dumps({"pairs": m["num_pairs"], "identities": "held out (annotations-test.csv)",
+                                "model": result["model"], "copy_source": result["copy_source"]})}
+    export_generator(run, shared, bf16=True, extra=card)
     (args.out / "quality_run.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result))
+
+
+def _train_seconds(run: Path, batch_size: int) -> float:
+    """Seconds the training loop ran, over all calls (resumed or skipped ones too), from its stats.jsonl."""
+    records = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines() if line]
+    steps = [0] + [r["step"] for r in records]
+    return sum((b - a) * batch_size / r["images_per_s"] for a, b, r in zip(steps, steps[1:], records))
 
 
 if __name__ == "__main__":

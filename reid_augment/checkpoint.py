@@ -159,9 +159,12 @@ def model_config_of(state: dict) -> ModelConfig:
 def load_generator(path: str | os.PathLike, map_location="cpu") -> tuple[VDG, dict]:
     """Rebuild the generator from a checkpoint (.pt) or a shared generator (.safetensors), in eval mode.
 
+    `path` may also name a bundled generator (`cuhk03-small`, see `reid_augment.pretrained`).
     Returns (model, fields): fields hold at least model_config and step.
     """
-    path = Path(path)
+    from .pretrained import resolve_generator
+
+    path = resolve_generator(path)
     if path.suffix == ".safetensors":
         from .generator_file import read_generator
 

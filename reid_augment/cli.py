@@ -205,7 +205,7 @@ def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, 
 @click.option("-w", "--workdir", default=DEFAULT_WORKDIR, show_default=True, type=click.Path(file_okay=False),
               metavar="WORKDIR", help="Work dir with poses.csv (the pose bank) and runs/.")
 @click.option("--checkpoint", type=click.Path(), metavar="CKPT",
-              help="Checkpoint .pt or generator .safetensors "
+              help="Checkpoint .pt, generator .safetensors, or a bundled generator's name (cuhk03-small) "
                    "(default: the newest WORKDIR/runs/*/checkpoints/latest.pt).")
 @click.option("-o", "--out", type=click.Path(file_okay=False), metavar="OUT", help="Default: WORKDIR/generated.")
 @click.option("--strategy", type=click.Choice(["random", "kmeans", "novel"]), default="random", show_default=True)
@@ -232,6 +232,7 @@ def generate_cmd(images, per_id, workdir, checkpoint, out, strategy, kmeans_k, s
     Examples:
       reid-augment generate Market-1501/ --per-id 10 -w work/
       reid-augment generate Market-1501/ --per-id 10 -w work/ --shard 0/4 --device cuda:0
+      reid-augment generate Market-1501/ --per-id 10 -w work/ --checkpoint cuhk03-small
     """
     from pathlib import Path
 
@@ -243,7 +244,7 @@ def generate_cmd(images, per_id, workdir, checkpoint, out, strategy, kmeans_k, s
         found = sorted(workdir.glob("runs/*/checkpoints/latest.pt"), key=lambda p: p.stat().st_mtime)
         if not found:
             raise click.ClickException(f"{workdir}/runs: no trained checkpoint; train one with `reid-augment "
-                                       f"train` or pass --checkpoint")
+                                       f"train`, or pass --checkpoint (a file, or the bundled cuhk03-small)")
         checkpoint = found[-1]
     cfg = GenerateConfig(per_id=per_id, strategy=strategy, kmeans_k=kmeans_k, seed=seed, batch_size=batch_size,
                          num_workers=workers, out_size=out_size, layout=layout, candidates=candidates,
@@ -338,7 +339,8 @@ def convert_checkpoint_cmd(old, new, trust) -> None:
 @click.option("-w", "--workdir", default=DEFAULT_WORKDIR, show_default=True, type=click.Path(file_okay=False),
               metavar="WORKDIR")
 @click.option("--checkpoint", type=click.Path(), metavar="CKPT",
-              help="Generate the test pairs with this checkpoint (.pt) or generator (.safetensors).")
+              help="Generate the test pairs with this checkpoint (.pt), generator (.safetensors) or bundled "
+                   "generator (cuhk03-small).")
 @click.option("--generated", type=click.Path(), metavar="DIR",
               help="Score an existing folder instead: our manifest, or PATN-style <from>___<to> names.")
 @click.option("--pairs", type=click.Path(), metavar="FILE", help="Test pairs (default: WORKDIR/pairs-test.csv).")

@@ -36,7 +36,7 @@ class ModelConfig:
     heatmap_sigma: float = 6.0      # Eq. 1's sigma in pixels of image_size (6 at 128x64, as Def-GAN).
     num_levels: int = 5             # N: residual levels of G_rec's encoders and decoder (PG2: log2(H) - 2).
     base_channels: int = 128        # G_rec level i has base_channels * (i + 1) channels (PG2).
-    z_dim: int = 64                 # Fully connected bottleneck of G_rec, per branch (PG2's z).
+    z_dim: int = 64                 # Fully connected bottleneck of G_rec, per branch (PG2's z); 0: none.
     ref_levels: int = 5             # Levels of G_ref (the paper: N in both stages).
     ref_channels: int = 128         # G_ref's fixed width (PG2's G2).
     disc_channels: int = 64         # DCGAN discriminator base width (PG2).

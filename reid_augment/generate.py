@@ -349,10 +349,12 @@ def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, man
 
 
 def load_for_inference(checkpoint: str | os.PathLike, device: str) -> tuple[torch.nn.Module, dict, torch.device]:
-    """The generator of a checkpoint on its device, with the checkpoint's fields for the manifest."""
+    """The generator of a checkpoint (or a bundled generator's name) on its device, with its fields for the manifest."""
     from .device import resolve_device
+    from .pretrained import resolve_generator
 
     dev = resolve_device(device)
+    checkpoint = resolve_generator(checkpoint)
     model, state = load_generator(checkpoint, map_location="cpu")
     cfg = model_config_of(state)
     return model.to(dev), {"checkpoint": file_sha256(checkpoint), "step": int(state["step"]), "version": __version__,

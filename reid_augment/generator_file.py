@@ -83,8 +83,12 @@ def read_generator(path: str | os.PathLike) -> tuple[VDG, dict]:
     return model.eval(), fields
 
 
-def export_generator(run_or_checkpoint: str | os.PathLike, output: str | os.PathLike, bf16: bool = False) -> Path:
-    """Write the generator of a run dir (its checkpoints/latest.pt) or of a checkpoint as a .safetensors file."""
+def export_generator(run_or_checkpoint: str | os.PathLike, output: str | os.PathLike, bf16: bool = False,
+                     extra: dict[str, str] | None = None) -> Path:
+    """Write the generator of a run dir (its checkpoints/latest.pt) or of a checkpoint as a .safetensors file.
+
+    `extra`: more metadata strings, e.g. a model card's provenance and scores.
+    """
     from .checkpoint import load_generator
 
     source = Path(run_or_checkpoint)
@@ -92,4 +96,4 @@ def export_generator(run_or_checkpoint: str | os.PathLike, output: str | os.Path
         source = source / "checkpoints" / "latest.pt"
     model, state = load_generator(source)
     recipe = state.get("recipe") or {}
-    return write_generator(model, output, state["step"], recipe.get("name", ""), state.get("dataset", ""), bf16)
+    return write_generator(model, output, state["step"], recipe.get("name", ""), state.get("dataset", ""), bf16, extra)
