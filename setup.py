@@ -14,7 +14,8 @@ setup(
     python_requires=">=3.10",
     packages=["reid_augment", "reid_augment.recipes"],
     package_dir={"reid_augment.recipes": "recipes"},
-    package_data={"reid_augment": ["sample/*/*", "sample/*.md", "sample/*.png", "generators/*.safetensors"], "reid_augment.recipes": ["*.yaml"]},
+    package_data={"reid_augment": ["sample/*/*", "sample/*.md", "sample/*.png", "generators/*.safetensors"],
+                  "reid_augment.recipes": ["*.yaml"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

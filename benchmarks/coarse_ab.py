@@ -21,14 +21,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from reid_augment.checkpoint import load_checkpoint, model_config_of
+from reid_augment.checkpoint import load_generator
 from reid_augment.config import PairConfig, load_recipe
 from reid_augment.data import load_training_data, to_uint8
 from reid_augment.evaluate import ssim_scores
 from reid_augment.fileio import save_png
 from reid_augment.images import scan_images
 from reid_augment.keypoints import body_masks, to_heatmaps
-from reid_augment.networks import VDG, coarse_image
+from reid_augment.networks import coarse_image
 from reid_augment.pairs import run_build_pairs
 from reid_augment.pckh import PoseScorer
 from reid_augment.poses import read_poses
@@ -56,11 +56,8 @@ def main() -> None:
     checkpoint = train(args.data, recipe, args.out / args.name, work / "pairs-train.csv", work / "poses.csv",
                        stage="rec", device="cpu", progress=False)
     minutes = (time.perf_counter() - start) / 60
-    state = load_checkpoint(checkpoint)
-    cfg = model_config_of(state)
-    model = VDG(cfg)
-    model.rec.load_state_dict(state["rec"])
-    model.eval()
+    model, _ = load_generator(checkpoint)
+    cfg = model.cfg
 
     pairs = pd.read_csv(work / "pairs-test.csv").sample(args.pairs, random_state=0)
     found = scan_images(args.data).images
@@ -73,7 +70,12 @@ def main() -> None:
         coarse = torch.cat([coarse_image(model.rec, batch["src_img"][i:i + 50], src_maps[i:i + 50],
                                          tgt_maps[i:i + 50]) for i in range(0, len(data), 50)])
     mask = body_masks(batch["tgt_pose"], cfg.image_size)
-    target, masked_target = to_uint8(batch["tgt_img"]), to_uint8(batch["tgt_img"] * mask - (1 - mask))
+
+    def masked(images: torch.Tensor) -> np.ndarray:
+        """The body only, the background black (evaluate's mask-SSIM input)."""
+        return to_uint8(images * mask - (1 - mask))
+
+    target, masked_target = to_uint8(batch["tgt_img"]), masked(batch["tgt_img"])
     scorer = PoseScorer.offline()
     result = {"name": args.name, "steps": args.steps, "overrides": args.overrides, "train_minutes": round(minutes, 1),
               "pairs": len(data)}
@@ -81,7 +83,7 @@ def main() -> None:
         rgb = to_uint8(images)
         result[method] = {
             "ssim": round(float(ssim_scores(rgb, target).mean()), 3),
-            "mask_ssim": round(float(ssim_scores(to_uint8(images * mask - (1 - mask)), masked_target).mean()), 3),
+            "mask_ssim": round(float(ssim_scores(masked(images), masked_target).mean()), 3),
             "pckh": round(float(np.nanmean(scorer.score(list(rgb), batch["tgt_pose"].numpy()))), 3)
             if scorer else None}
     save_png(args.out / f"{args.name}.png", grid(zip(to_uint8(batch["src_img"][:12]), to_uint8(coarse[:12]),

@@ -25,6 +25,7 @@ def run_demo(out_dir: str | os.PathLike, say: Callable[[str], None] = print, tra
     from .estimate import estimate_poses
     from .evaluate import evaluate
     from .generate import generate
+    from .images import identities
     from .pairs import run_build_pairs, summarize
     from .train import train
 
@@ -49,7 +50,7 @@ def run_demo(out_dir: str | os.PathLike, say: Callable[[str], None] = print, tra
     checkpoint = train(SAMPLE, recipe, run_dir, work / "pairs-train.csv", work / "poses.csv", device="cpu",
                        progress=progress)
     held_out = HELD_OUT / "annotations.csv"
-    people = len({p.name[:4] for p in HELD_OUT.glob("*.jpg")})
+    people = len(set(identities([p.name for p in HELD_OUT.glob("*.jpg")])[0]))
     say(f"[4/5] Generating 2 new images of each of {people} people the bundled generator `{BUNDLED}` never saw "
         f"(the tiny run above is far from its quality).")
     result = generate(HELD_OUT, BUNDLED, held_out, out / "generated", GenerateConfig(per_id=2, num_workers=0),

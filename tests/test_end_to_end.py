@@ -14,7 +14,8 @@ def test_demo_runs_every_stage(tmp_path):
         assert paths[key].is_file(), key
     assert paths["checkpoint"].parent.parent.name == "tiny"  # The short run trains, whatever generates.
     manifest = pd.read_csv(paths["manifest"], dtype={"pid": str})  # The bundled generator, on unseen people.
-    assert manifest.groupby("pid").size().eq(2).all() and set(manifest["pid"]) == {f"{p:04d}" for p in range(644, 652)}
+    assert manifest.groupby("pid").size().eq(2).all()
+    assert set(manifest["pid"]) == {f"{p:04d}" for p in range(644, 652)}
     metrics = json.loads(paths["metrics"].read_text())
     assert metrics["num_pairs"] == 40 and metrics["mask_ssim"] > metrics["baseline"]["mask_ssim"]
     assert [s[:5] for s in said if s.startswith("[")] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]

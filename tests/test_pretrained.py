@@ -17,7 +17,6 @@ from reid_augment.pairs import run_build_pairs
 from reid_augment.pretrained import bundled_generators, resolve_generator
 
 
-
 def test_names_resolve_to_bundled_files_and_paths_win(tmp_path):
     assert "cuhk03-small" in bundled_generators()
     assert resolve_generator("cuhk03-small") == bundled_generators()["cuhk03-small"]
