@@ -11,6 +11,10 @@ setup(
     description="Enlarge person re-ID training sets with pose-guided image generation (VDG).",
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
+    # The code's licence. The bundled sample data and the generator trained on it are research-use only (their
+    # data sets' terms): see reid_augment/sample/README.md and the README's model card.
+    license="MIT",
+    license_files=["LICENSE"],
     python_requires=">=3.10",
     packages=["reid_augment", "reid_augment.recipes"],
     package_dir={"reid_augment.recipes": "recipes"},
@@ -31,7 +35,7 @@ setup(
         "torch-fidelity==0.4.0",  # Obukhov et al.: the TF inception-2015-12-05 port the papers' IS/FID used.
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "hypothesis>=6.100"],
         # torchreid's PyPI build imports these without declaring them; tensorboard 2.18+ needs protobuf 5,
         # which mediapipe (the offline pose backend) refuses.
         "torchreid": ["torchreid==0.2.5", "scipy", "opencv-python-headless", "gdown", "tensorboard<2.18"],

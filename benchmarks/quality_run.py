@@ -2,14 +2,21 @@
 
 The prepared run behind the bundled generator and its model card: build-pairs (training identities, and test
 pairs from the held-out identities' own pose file), train, export `<name>.safetensors` (bf16), evaluate on N test
-pairs (SSIM, mask-SSIM, PCKh, each beside the copy-the-source baseline), then write the file again with the
+pairs (SSIM, mask-SSIM, PCKh, each beside the copy-the-source baseline, and the PCKh of the real targets), then write the file again with the
 model card (command, recipe, steps, time, data, scores) in its metadata. Prints one JSON line and writes
 quality_run.json to --out. Rerunning into the same --out resumes training, or skips it when it is done.
+
+The schedule is the recipe's steps, or wall-clock minutes per stage (--rec-minutes and --ref-minutes: each stage
+trains until its minutes are spent, across reruns), which is how an equal-time A/B of designs runs: two arms side
+by side with --threads 1 each, then `benchmarks/design_ab.py` puts them in one table. --init-from starts both
+generators from a trained one (the recipe may grow its design: `networks.warm_start`).
 
 Usage:
   python benchmarks/quality_run.py --data ../shared/data/cuhk03-market --recipe small --out quality   # defaults
   cp quality/cuhk03-small.safetensors reid_augment/generators/   # ship it: --checkpoint cuhk03-small
   python benchmarks/quality_run.py --data data/cuhk03-market --device cuda --set train.rec_steps=20000 ...
+  python benchmarks/quality_run.py --out ab/pose-decoder --threads 1 --rec-minutes 30 --ref-minutes 30 \
+      --init-from cuhk03-small --set model.pose_to_decoder=true
 """
 
 from __future__ import annotations
@@ -18,11 +25,13 @@ import argparse
 import json
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from reid_augment.checkpoint import load_checkpoint
 from reid_augment.config import PairConfig, load_recipe
 from reid_augment.evaluate import evaluate
 from reid_augment.generator_file import export_generator
@@ -41,14 +50,25 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("quality"))
     parser.add_argument("--name", help="Name of the generator file (default: <data>-<recipe>, cuhk03 for "
                                        "cuhk03-market).")
+    parser.add_argument("--init-from", help="Start from this trained generator (path or bundled name).")
+    parser.add_argument("--rec-minutes", type=float, help="Train the reconstruction stage for this many minutes "
+                                                          "(instead of the recipe's rec_steps).")
+    parser.add_argument("--ref-minutes", type=float, help="Then the refinement stage for this many minutes.")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default).")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
     work = args.out / "work"
     run_build_pairs(args.data, work, PairConfig(), args.data / "annotations-train.csv",
                     args.data / "annotations-test.csv")
-    recipe = load_recipe(args.recipe, args.overrides)
     run = args.out / "run"
-    checkpoint = train(args.data, recipe, run, work / "pairs-train.csv", work / "poses.csv", device=str(dev))
+    if args.rec_minutes is None:
+        recipe = load_recipe(args.recipe, args.overrides)
+        checkpoint = train(args.data, recipe, run, work / "pairs-train.csv", work / "poses.csv", device=str(dev),
+                           init_from=args.init_from)
+    else:
+        recipe, checkpoint = _train_for_minutes(args, work, run, str(dev))
     train_seconds = _train_seconds(run, recipe.train.batch_size)
     name = args.name or f"{args.data.name.replace('cuhk03-market', 'cuhk03')}-{args.recipe}"
     shared = export_generator(run, args.out / f"{name}.safetensors", bf16=True)
@@ -63,16 +83,53 @@ def main() -> None:
               "train_minutes": round(train_seconds / 60, 1), "checkpoint": str(checkpoint), "generator": str(shared),
               "generator_mib": round(shared.stat().st_size / 2**20, 2), "eval_pairs": m["num_pairs"],
               "model": {k: m[k] for k in ("ssim", "mask_ssim", "pckh")},
-              "copy_source": {k: m["baseline"][k] for k in ("ssim", "mask_ssim", "pckh")}}
+              "copy_source": {k: m["baseline"][k] for k in ("ssim", "mask_ssim", "pckh")},
+              "real_target": {"pckh": m["real_target"]["pckh"]}}
     card = {"command": shlex.join(["python", *sys.argv]), "device": result["device"],
             "train_minutes": str(result["train_minutes"]), "batch_size": str(recipe.train.batch_size),
             "steps": f"{recipe.train.rec_steps}+{recipe.train.ref_steps}",
+            **({"init_from": args.init_from} if args.init_from else {}),
             "train_data": f"{args.data.name}: {args.data / 'bounding_box_train'} (annotations-train.csv)",
             "eval": json.dumps({"pairs": m["num_pairs"], "identities": "held out (annotations-test.csv)",
-                                "model": result["model"], "copy_source": result["copy_source"]})}
+                                "model": result["model"], "copy_source": result["copy_source"],
+                                "real_target": result["real_target"]})}
     export_generator(run, shared, bf16=True, extra=card)
     (args.out / "quality_run.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result))
+
+
+def _train_for_minutes(args: argparse.Namespace, work: Path, run: Path, dev: str):
+    """Each stage for its wall-clock minutes, resumable: budget.json keeps the seconds spent and where rec ended.
+
+    Returns the recipe with the steps each stage reached, and the last checkpoint."""
+    budget_path = run / "budget.json"
+    budget = json.loads(budget_path.read_text()) if budget_path.is_file() else {"rec_seconds": 0.0, "ref_seconds": 0.0}
+    unbounded = 10**7  # Steps that the time limit cuts short.
+
+    def spend(part: str, minutes: float, steps: list[str], **kwargs) -> None:
+        left = minutes * 60 - budget[f"{part}_seconds"]
+        if left <= 0:
+            return
+        recipe = load_recipe(args.recipe, [*args.overrides, *steps])
+        start = time.perf_counter()
+        train(args.data, recipe, run, work / "pairs-train.csv", work / "poses.csv", device=dev, time_limit=left,
+              progress=False, **kwargs)
+        budget[f"{part}_seconds"] += time.perf_counter() - start
+        run.mkdir(parents=True, exist_ok=True)
+        budget_path.write_text(json.dumps(budget))
+
+    latest = run / "checkpoints" / "latest.pt"
+    if "rec_steps" not in budget:
+        spend("rec", args.rec_minutes, [f"train.rec_steps={unbounded}", "train.ref_steps=0"], stage="rec",
+              init_from=args.init_from)
+        budget["rec_steps"] = load_checkpoint(latest)["step"]
+        budget_path.write_text(json.dumps(budget))
+    rec = budget["rec_steps"]
+    if args.ref_minutes:
+        spend("ref", args.ref_minutes, [f"train.rec_steps={rec}", f"train.ref_steps={unbounded}"])
+    steps = load_checkpoint(latest)["step"]
+    recipe = load_recipe(args.recipe, [*args.overrides, f"train.rec_steps={rec}", f"train.ref_steps={steps - rec}"])
+    return recipe, latest
 
 
 def _train_seconds(run: Path, batch_size: int) -> float:

@@ -14,18 +14,28 @@ import dataclasses
 import os
 import pickle
 import random
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import __version__
-from .config import ModelConfig, from_dict
+from .config import ModelConfig, from_dict, validate_model
 from .errors import InputError
 from .fileio import atomic_open
 from .networks import VDG
 
 FORMAT = 2
+# torch names a refused global in two wordings: "Unsupported global: GLOBAL io.open was not an allowed global"
+# and "Trying to load unsupported GLOBAL posix.system whose module posix is blocked".
+_BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def blocked_global(err: Exception) -> str:
+    """The global a weights_only load refused (`posix.system`), or '' when the message names none."""
+    found = _BLOCKED_GLOBAL.search(str(err))
+    return found.group(1) if found else ""
 
 
 def rng_state() -> dict:
@@ -73,8 +83,8 @@ def safe_load(path: Path, map_location="cpu", what: str = "checkpoint"):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        needs = str(err).split("Unsupported global: GLOBAL ", 1)[-1].split(" ", 1)[0] if "GLOBAL" in str(err) else ""
-        detail = f" ({needs})" if needs else ""
+        needs = blocked_global(err)
+        detail = f" (it asks for {needs})" if needs else ""
         raise InputError(f"{path}: refused, the file holds pickled objects beyond tensors and plain data{detail}; "
                          f"nothing in it was run") from None
     except Exception as err:  # noqa: BLE001 - a zip/pickle format error means "not a checkpoint".
@@ -96,27 +106,38 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     except InputError as err:
         if _is_format_1(path):
             raise InputError(f"{path}: checkpoint format 1 (from reid-augment 0.1) stores pickled numpy objects, "
-                             f"which are not loaded; if you trust the file, convert it: reid-augment "
-                             f"convert-checkpoint {path} NEW.pt --trust") from None
+                             f"which are not loaded; {_CONVERT_HINT.format(path=path)}") from None
         raise err from None
     if not isinstance(state, dict) or "format" not in state:
         raise InputError(f"{path}: not a reid-augment checkpoint")
+    if state["format"] == 1:  # One without numpy RNG states loads, but is still the old format.
+        raise InputError(f"{path}: checkpoint format 1 (from reid-augment 0.1), this reid-augment ({__version__}) "
+                         f"reads format {FORMAT}; {_CONVERT_HINT.format(path=path)}")
     if state["format"] != FORMAT:
         raise InputError(f"{path}: checkpoint format {state['format']}, this reid-augment "
                          f"({__version__}) reads format {FORMAT}")
     return state
 
 
+_CONVERT_HINT = "if you trust the file, convert it: reid-augment convert-checkpoint {path} NEW.pt --trust"
+
+
 def _is_format_1(path: Path) -> bool:
-    """A format-1 file names numpy's array reconstruction in its pickle (looked at as bytes, never unpickled)."""
+    """A format-1 file names numpy in its pickle beside a `format` key (looked at as bytes, never unpickled): in a
+    zip checkpoint's data.pkl, or in the head of a legacy (non-zip) torch file."""
     import zipfile
 
     try:
-        with zipfile.ZipFile(path) as archive:
-            pkl = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
-            return pkl is not None and b"numpy" in archive.read(pkl) and b"format" in archive.read(pkl)
-    except (zipfile.BadZipFile, OSError):
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                pkl = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                data = archive.read(pkl) if pkl is not None else b""
+        else:
+            with open(path, "rb") as f:
+                data = f.read(1 << 20)
+    except (zipfile.BadZipFile, OSError, KeyError):
         return False
+    return b"numpy" in data and b"format" in data
 
 
 def convert_checkpoint(old: str | os.PathLike, new: str | os.PathLike, trust: bool = False) -> Path:
@@ -153,7 +174,9 @@ def convert_checkpoint(old: str | os.PathLike, new: str | os.PathLike, trust: bo
 
 
 def model_config_of(state: dict) -> ModelConfig:
-    return from_dict(ModelConfig, state["model_config"], "checkpoint model_config")
+    cfg = from_dict(ModelConfig, state.get("model_config"), "checkpoint model_config")
+    validate_model(cfg, "checkpoint model_config")
+    return cfg
 
 
 def load_generator(path: str | os.PathLike, map_location="cpu") -> tuple[VDG, dict]:
@@ -170,7 +193,10 @@ def load_generator(path: str | os.PathLike, map_location="cpu") -> tuple[VDG, di
 
         return read_generator(path)
     state = load_checkpoint(path, map_location)
-    model = VDG(model_config_of(state))
-    model.rec.load_state_dict(state["rec"])
-    model.ref.load_state_dict(state["ref"])
+    model = VDG(model_config_of(state), refine=state.get("stage", "ref") == "ref")
+    try:
+        model.rec.load_state_dict(state["rec"])
+        model.ref.load_state_dict(state["ref"])
+    except (RuntimeError, KeyError, TypeError) as err:
+        raise InputError(f"{path}: weights do not fit its model_config ({str(err).splitlines()[0]})") from None
     return model.eval(), state

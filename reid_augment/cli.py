@@ -18,8 +18,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except ReidAugmentError as err:
-            raise click.ClickException(str(err)) from None
+        except ReidAugmentError as err:  # One line, whatever the message holds.
+            raise click.ClickException(" ".join(str(err).split())) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,6 +35,15 @@ def cli() -> None:
 _layout_option = click.option(
     "--layout", type=click.Choice(["market1501", "msmt17", "flat", "by-person"]), default=None,
     help="The data set's layout (default: detected). market1501 also covers CUHK03-NP and DukeMTMC-reID.")
+
+
+def _data_set(images: str, layout: str | None, *splits: str):
+    """IMAGES as the data set a command reads: its layout (forced by --layout) and, when given, only `splits`
+    (names then need be unique among those alone). Path-like, so it goes wherever a folder is taken."""
+    from .layouts import detect_layout
+
+    found = detect_layout(images, layout)
+    return found.only(*splits) if splits else found
 
 
 def _size(_ctx, _param, value: str | None) -> tuple[int, int] | None:
@@ -159,10 +168,14 @@ def build_pairs_cmd(images, poses, workdir, test_poses, test_ids, num_test_pairs
 @click.option("--resume", is_flag=True, help="Insist on continuing from RUN_DIR/checkpoints/latest.pt.")
 @click.option("--force", is_flag=True, help="Resume even if the recipe or world size differs from the checkpoint's.")
 @click.option("--tensorboard", is_flag=True, help="Also log scalars and sample grids to RUN_DIR/tensorboard.")
+@click.option("--time-limit", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Stop with a checkpoint after this many seconds of training (e.g. a scheduler's limit); "
+                   "rerun to resume.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved recipe and exit.")
-def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, resume, force, tensorboard, device,
-              dry_run) -> None:
+@_layout_option
+def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, resume, force, tensorboard,
+              time_limit, device, dry_run, layout) -> None:
     """Train VDG on the pairs of WORKDIR: reconstruction stage, then refinement stage.
 
     Rerunning into the same run dir continues where it stopped. On several GPUs, launch with
@@ -191,9 +204,9 @@ def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, 
                    f"{resolved.train.rec_steps + resolved.train.ref_steps} steps can take days here (the paper-size "
                    f"model runs at about 0.3 images/s on 2 cores; the progress bar shows the ETA). Try --recipe tiny, "
                    f"or a CUDA machine.", err=True)
-    checkpoint = train(images, resolved, run_dir, pairs or workdir / "pairs-train.csv",
+    checkpoint = train(_data_set(images, layout, "train"), resolved, run_dir, pairs or workdir / "pairs-train.csv",
                        poses or workdir / "poses.csv", stage=stage, device=device, resume=resume, force=force,
-                       tensorboard=tensorboard)
+                       tensorboard=tensorboard, time_limit=time_limit)
     if int(os.environ.get("RANK", 0)) == 0:  # Under torchrun, one summary.
             click.echo(f"Trained '{resolved.name}' ({stage} stage{'s' if stage == 'all' else ''}) into {run_dir}: "
                    f"losses in stats.jsonl, sample grids in samples/, checkpoint {checkpoint}.")
@@ -211,21 +224,29 @@ def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, 
 @click.option("--strategy", type=click.Choice(["random", "kmeans", "novel"]), default="random", show_default=True)
 @click.option("--kmeans-k", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--shard", default="0/1", show_default=True, metavar="I/N", help="Do the I-th of N shares of identities.")
+@click.option("--shard", default="0/1", show_default=True, metavar="I/N|auto",
+              help="Do the I-th of N shares of identities; auto: the share of this Slurm array task, srun task or "
+                   "torchrun process.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Decoding workers.")
 @click.option("--poses", type=click.Path(), metavar="FILE", help="Pose CSV (default: WORKDIR/poses.csv).")
 @click.option("--out-size", callback=_size, metavar="HxW",
               help="Size of every generated image (default: the size of the source crop it augments).")
 @click.option("--candidates", type=click.IntRange(min=1), default=1, show_default=True, metavar="M",
-              help="Make M candidates per image (other target poses) and keep the one whose pose is best (PCKh).")
+              help="Make N x M candidates per identity (other sources and target poses) and keep the N whose pose "
+                   "is best (PCKh of the written file).")
 @click.option("--min-pckh", type=click.FloatRange(0, 1), metavar="X",
-              help="Drop images whose best candidate has a PCKh below X (counted as a shortfall).")
+              help="Keep only candidates with a PCKh of at least X: N per identity when enough pass, else a "
+                   "shortfall (counted). Images whose target pose has no head box cannot be scored: kept, with an "
+                   "empty pckh, and counted.")
 @click.option("--no-score", is_flag=True, help="Do not score images by pose consistency (faster on a GPU).")
+@click.option("--score-processes", type=click.IntRange(min=0), metavar="P",
+              help="Processes that score images, each with its own MediaPipe (default: one per core, none for "
+                   "runs under 256 candidates; 0: in the main process).")
 @_layout_option
 @click.option("--device", default="auto", show_default=True)
 def generate_cmd(images, per_id, workdir, checkpoint, out, strategy, kmeans_k, seed, shard, batch_size, workers,
-                 poses, out_size, candidates, min_pckh, no_score, layout, device) -> None:
+                 poses, out_size, candidates, min_pckh, no_score, score_processes, layout, device) -> None:
     """Generate N new images of every identity of IMAGES in new poses, with a manifest.
 
     \b
@@ -237,7 +258,8 @@ def generate_cmd(images, per_id, workdir, checkpoint, out, strategy, kmeans_k, s
     from pathlib import Path
 
     from .config import GenerateConfig
-    from .generate import generate, parse_shard
+    from .generate import generate
+    from .shards import resolve_shard
 
     workdir = Path(workdir)
     if checkpoint is None:
@@ -248,9 +270,12 @@ def generate_cmd(images, per_id, workdir, checkpoint, out, strategy, kmeans_k, s
         checkpoint = found[-1]
     cfg = GenerateConfig(per_id=per_id, strategy=strategy, kmeans_k=kmeans_k, seed=seed, batch_size=batch_size,
                          num_workers=workers, out_size=out_size, layout=layout, candidates=candidates,
-                         min_pckh=min_pckh, score=not no_score)
-    result = generate(images, checkpoint, poses or workdir / "poses.csv", out or workdir / "generated", cfg,
-                      parse_shard(shard), device)
+                         min_pckh=min_pckh, score=not no_score, score_processes=score_processes)
+    share, how = resolve_shard(shard)
+    if how:
+        click.echo(how, err=True)
+    result = generate(_data_set(images, layout, "train"), checkpoint, poses or workdir / "poses.csv",
+                      out or workdir / "generated", cfg, share, device)
     click.echo(result.summary())
 
 
@@ -352,9 +377,10 @@ def convert_checkpoint_cmd(old, new, trust) -> None:
               help="torch-fidelity's Inception weights file; without it IS, mask-IS and FID are skipped.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--no-pckh", is_flag=True, help="Skip PCKh (pose estimation of every image runs on the CPU).")
+@_layout_option
 @click.option("--device", default="auto", show_default=True)
 def evaluate_cmd(images, workdir, checkpoint, generated, pairs, poses, report_dir, inception_weights, batch_size,
-                 no_pckh, device) -> None:
+                 no_pckh, layout, device) -> None:
     """Score generated test pairs with SSIM, mask-SSIM, IS, mask-IS (and FID, LPIPS) as the papers do.
 
     \b
@@ -369,10 +395,18 @@ def evaluate_cmd(images, workdir, checkpoint, generated, pairs, poses, report_di
     workdir = Path(workdir)
     if poses is None:
         poses = workdir / "poses-test.csv" if (workdir / "poses-test.csv").is_file() else workdir / "poses.csv"
-    report = evaluate(images, pairs or workdir / "pairs-test.csv", poses, report_dir or workdir / "report",
+    report = evaluate(_data_set(images, layout), pairs or workdir / "pairs-test.csv", poses,
+                      report_dir or workdir / "report",
                       checkpoint=checkpoint, generated=generated, inception_weights=inception_weights,
                       batch_size=batch_size, device=device, pckh=not no_pckh)
     click.echo(report.summary())
+
+
+def _seed_list(_ctx, _param, value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: comma-separated integers, e.g. 0,1,2") from None
 
 
 @cli.command("reid-benchmark")
@@ -381,12 +415,25 @@ def evaluate_cmd(images, workdir, checkpoint, generated, pairs, poses, report_di
               help="The generate manifest (or its folder) whose images the augmented arm adds.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), metavar="OUT")
 @click.option("--model", default="resnet50", show_default=True, help="Any torchreid model name.")
-@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Training length in baseline epochs (passes over ROOT's training images); both arms take that "
+                   "many steps.")
+@click.option("--steps", type=click.IntRange(min=1), help="Training length in optimizer steps per arm, instead.")
+@click.option("--match-epochs", is_flag=True,
+              help="The older comparison: each arm --epochs passes over its own training set (the augmented arm "
+                   "then takes more steps).")
+@click.option("--eval-every", type=click.IntRange(min=1), metavar="STEPS",
+              help="Steps between evaluations and checkpoints (default: one baseline epoch).")
 @click.option("--height", type=click.IntRange(min=16), default=256, show_default=True)
 @click.option("--width", type=click.IntRange(min=16), default=128, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
 @click.option("--lr", type=float, default=3e-4, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--schedule", type=click.Choice(["step", "cosine", "constant"]), default="step", show_default=True,
+              help="Learning rate per step: step (x0.1 at 2/3 of the steps), cosine (to 0), constant.")
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Linear learning-rate warm-up over the first steps.")
+@click.option("--seeds", "--seed", "seeds", default="0", show_default=True, callback=_seed_list, metavar="S[,S...]",
+              help="One run of each arm per seed, e.g. 0,1,2: the report gives mean ± std and the paired difference.")
 @click.option("--gen-ratio", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="R",
               help="Share of generated images in every batch (default: drawn like the originals).")
 @click.option("--gen-label-smooth", type=click.FloatRange(0, 1), default=0.1, show_default=True, metavar="EPS",
@@ -396,25 +443,33 @@ def evaluate_cmd(images, workdir, checkpoint, generated, pairs, poses, report_di
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
 @_layout_option
 @click.option("--device", default="auto", show_default=True)
-def reid_benchmark_cmd(root, manifest, out, model, epochs, height, width, batch_size, lr, seed, gen_ratio,
-                       gen_label_smooth, pretrained, workers, layout, device) -> None:
+@click.option("--force", is_flag=True, help="Delete the arms in OUT and start over (needed after changing settings).")
+def reid_benchmark_cmd(root, manifest, out, model, epochs, steps, match_epochs, eval_every, height, width, batch_size,
+                       lr, schedule, warmup_steps, seeds, gen_ratio, gen_label_smooth, pretrained, workers, layout,
+                       device, force) -> None:
     """Train one torchreid model with and without the generated images of MANIFEST, and compare them on ROOT.
 
-    Both arms start from the same weights, seed, sampler and schedule; both are evaluated on ROOT's query and
-    gallery (Rank-1/5/10, mAP, mINP). Writes OUT/metrics.json, OUT/report.md and OUT/curves.png; a rerun
-    resumes each arm where it stopped.
+    Per seed, both arms start from the same weights and take the same number of optimizer steps under the same
+    learning-rate schedule; both are evaluated on ROOT's query and gallery under the data set's protocol
+    (Market-1501: distractors kept, junk dropped, as torchreid) with Rank-1/5/10, mAP and mINP. Writes
+    OUT/metrics.json, OUT/report.md and OUT/curves.png; a rerun resumes each arm where it stopped, and refuses
+    arms trained with other settings unless --force.
 
     \b
     Examples:
       reid-augment reid-benchmark Market-1501-v15.09.15 --manifest work/generated -o bench --device cuda
-      reid-augment reid-benchmark data/ --manifest work/generated -o bench --gen-ratio 0.25 --gen-label-smooth 1.0
+      reid-augment reid-benchmark data/ --manifest work/generated -o bench --seeds 0,1,2 --gen-ratio 0.25
+      reid-augment reid-benchmark data/ --manifest work/generated -o bench --model osnet_x0_25 --height 128 \\
+          --width 64 --steps 2000 --schedule cosine --eval-every 500 --device cpu
     """
     from .reid_benchmark import ReidBenchmarkConfig, reid_benchmark
 
-    cfg = ReidBenchmarkConfig(model=model, epochs=epochs, height=height, width=width, batch_size=batch_size, lr=lr,
-                              seed=seed, gen_ratio=gen_ratio, gen_label_smooth=gen_label_smooth, pretrained=pretrained,
-                              workers=workers, device=device, layout=layout)
-    click.echo(reid_benchmark(root, manifest, out, cfg).summary())
+    cfg = ReidBenchmarkConfig(model=model, epochs=epochs, steps=steps, match_epochs=match_epochs, eval_every=eval_every,
+                              height=height, width=width, batch_size=batch_size, lr=lr, schedule=schedule,
+                              warmup_steps=warmup_steps, seeds=seeds, gen_ratio=gen_ratio,
+                              gen_label_smooth=gen_label_smooth, pretrained=pretrained, workers=workers, device=device,
+                              layout=layout)
+    click.echo(reid_benchmark(root, manifest, out, cfg, force=force).summary())
 
 
 @cli.command("preview")
@@ -426,7 +481,8 @@ def reid_benchmark_cmd(root, manifest, out, model, epochs, height, width, batch_
 @click.option("-n", "--count", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="PNG", help="Default: WORKDIR/pairs-preview.png.")
-def preview_cmd(images, workdir, pairs, poses, count, seed, output) -> None:
+@_layout_option
+def preview_cmd(images, workdir, pairs, poses, count, seed, output, layout) -> None:
     """Draw a few pairs with their pose skeletons, to check poses and pairs before training."""
     from pathlib import Path
 
@@ -437,7 +493,7 @@ def preview_cmd(images, workdir, pairs, poses, count, seed, output) -> None:
     from .preview import pair_sheet
 
     workdir = Path(workdir)
-    found = scan_images(images).images
+    found = scan_images(images, layout=layout).images
     sheet = pair_sheet(read_pair_file(pairs or workdir / "pairs-train.csv"), read_poses(poses or workdir / "poses.csv"),
                        dict(zip(found["name"], found["path"])), count, seed)
     output = output or workdir / "pairs-preview.png"

@@ -41,6 +41,8 @@ class ModelConfig:
     ref_channels: int = 128         # G_ref's fixed width (PG2's G2).
     disc_channels: int = 64         # DCGAN discriminator base width (PG2).
     disc_levels: int = 4            # Stride-2 convs of the discriminator.
+    pose_skips: bool = False        # Decoder skips from both branches (the paper: the image branch only).
+    pose_to_decoder: bool = False   # Target heatmaps joined to every decoder level (not in the paper).
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,8 @@ class TrainConfig:
     sample_every: int = 1000        # Steps between sample grids.
     checkpoint_every: int = 1000    # Steps between checkpoints.
     seed: int = 0
-    amp: bool = True                # bf16/fp16 autocast on CUDA (ignored on CPU).
-    channels_last: bool = True      # On CUDA.
+    amp: bool = True                # bf16 autocast on CUDA, and on CPUs where it measures faster (device.fast_bf16).
+    channels_last: bool = True      # NHWC activations and weights (CUDA and CPU).
     compile: bool = False           # torch.compile the generators on CUDA.
 
 
@@ -98,12 +100,27 @@ class GenerateConfig:
     jpeg_quality: int = 95
     out_size: tuple[int, int] | None = None  # (H, W) of every output; None: the size of its source crop.
     layout: str | None = None       # The data set's layout (see reid_augment.layouts); None: detected.
-    candidates: int = 1             # Candidates per image (other target poses); the best by PCKh is kept.
-    min_pckh: float | None = None   # Drop images whose best candidate scores below this PCKh.
+    candidates: int = 1             # M: N x M candidates per identity; the N best by PCKh are kept.
+    min_pckh: float | None = None   # Keep only candidates scoring at least this PCKh (unscorable ones are kept).
     score: bool = True              # Score images by pose consistency when the offline pose backend is installed.
+    score_processes: int | None = None  # Scoring processes; None: one per core (none for small runs); 0: none.
 
 
 REF_LOSSES = ("l1", "mask_l1", "mask_ssim", "weighted")
+
+
+def _short(value, limit: int = 60) -> str:
+    """repr of `value`, cut to `limit` characters: error messages stay one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _yaml_error(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong, and where."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
 
 
 def _coerce(value, annotation, where: str):
@@ -113,7 +130,7 @@ def _coerce(value, annotation, where: str):
         return from_dict(annotation, value, where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise InputError(f"{where}: expected a list, got {value!r}")
+            raise InputError(f"{where}: expected a list, got {_short(value)}")
         args = typing.get_args(annotation)
         item = args[0]
         if len(args) == 2 and args[1] is Ellipsis:
@@ -124,19 +141,19 @@ def _coerce(value, annotation, where: str):
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if annotation in (int, float, str, bool) and (type(value) is not annotation):
-        raise InputError(f"{where}: expected {annotation.__name__}, got {value!r}")
+        raise InputError(f"{where}: expected {annotation.__name__}, got {_short(value)}")
     return value
 
 
 def from_dict(cls, data, where: str = "recipe"):
     """Build dataclass `cls` from a mapping; unknown keys and wrong types are errors."""
     if not isinstance(data, dict):
-        raise InputError(f"{where}: expected a mapping, got {data!r}")
+        raise InputError(f"{where}: expected a mapping, got {_short(data)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
+    unknown = sorted((k for k in data if k not in names), key=str)
     if unknown:
-        raise InputError(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(names)}")
+        raise InputError(f"{where}: unknown key {_short(unknown[0])}; known: {', '.join(names)}")
     return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()})
 
 
@@ -170,39 +187,87 @@ def load_recipe(name_or_path: str | os.PathLike, overrides: typing.Sequence[str]
     """
     path = find_recipe(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not a UTF-8 text file (byte {err.start}); a recipe is YAML") from None
     except yaml.YAMLError as err:
-        raise InputError(f"{path}: not valid YAML ({err})") from None
+        raise InputError(f"{path}: not valid YAML ({_yaml_error(err)})") from None
+    except RecursionError:
+        raise InputError(f"{path}: not a recipe (nested too deeply)") from None
     if not isinstance(data, dict):
-        raise InputError(f"{path}: a recipe is a mapping of sections")
+        raise InputError(f"{path}: a recipe is a mapping of sections, got {_short(data)}")
     data.setdefault("name", path.stem)
     for item in overrides:
         key, sep, value = item.partition("=")
         section, dot, leaf = key.partition(".")
         if not sep or not dot:
-            raise InputError(f"override {item!r}: expected section.key=value, e.g. train.batch_size=8")
+            raise InputError(f"--set {_short(item)}: expected section.key=value, e.g. train.batch_size=8")
         data.setdefault(section, {})
         if not isinstance(data[section], dict):
-            raise InputError(f"override {item!r}: {section} is not a section")
-        data[section][leaf] = yaml.safe_load(value)
-    recipe = from_dict(Recipe, data, str(path))
-    validate_recipe(recipe, str(path))
+            raise InputError(f"--set {_short(item)}: {_short(section)} is not a section")
+        try:
+            data[section][leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise InputError(f"--set {_short(item)}: the value is not valid YAML ({_yaml_error(err)})") from None
+        except RecursionError:
+            raise InputError(f"--set {_short(item)}: the value is nested too deeply") from None
+    where = f"{path}{' with --set ' + ', '.join(overrides) if overrides else ''}"
+    recipe = from_dict(Recipe, data, _short_text(where))
+    validate_recipe(recipe, _short_text(where))
     return recipe
+
+
+def _short_text(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def validate_recipe(recipe: Recipe, where: str = "recipe") -> None:
     """Checks across fields that types alone cannot express."""
-    m, loss = recipe.model, recipe.loss
+    loss = recipe.loss
+    validate_model(recipe.model, where)
+    _check_ranges(recipe, ("loss", "train"), where)
     if loss.ref_loss not in REF_LOSSES:
-        raise InputError(f"{where}: loss.ref_loss must be one of {', '.join(REF_LOSSES)}, got {loss.ref_loss!r}")
+        raise InputError(f"{where}: loss.ref_loss must be one of {', '.join(REF_LOSSES)}, got {_short(loss.ref_loss)}")
     if not 0.0 <= loss.alpha <= 1.0:
         raise InputError(f"{where}: loss.alpha must lie in [0, 1], got {loss.alpha}")
+
+
+def validate_model(m: ModelConfig, where: str = "model") -> None:
+    """A model config that networks can be built from: sizes positive, image size divisible by every level's
+    stride. Also guards configs read from others' files, before any network is built."""
+    _check_ranges(Recipe(model=m), ("model",), where)
+    if len(m.image_size) != 2 or min(m.image_size) < 1:
+        raise InputError(f"{where}: model.image_size must be two positive sizes [H, W], got "
+                         f"{_short(list(m.image_size))}")
     h, w = m.image_size
     for levels, what in ((m.num_levels, "model.num_levels"), (m.ref_levels, "model.ref_levels"),
                          (m.disc_levels, "model.disc_levels")):
-        step = 2 ** (levels - 1) if what != "model.disc_levels" else 2**levels
-        if levels < 1 or h % step or w % step:
-            raise InputError(f"{where}: image_size {h}x{w} is not divisible by {step}, as {what}={levels} needs")
+        halvings = levels - 1 if what != "model.disc_levels" else levels
+        if halvings >= min(h, w).bit_length() or h % 2**halvings or w % 2**halvings:  # No 2**(10**9) computed.
+            raise InputError(f"{where}: image_size {h}x{w} is not divisible by 2^{halvings}, as {what}={levels} "
+                             f"needs")
+
+
+# Fields whose values would only fail later, mid-run or inside torch: (section, field, lowest, highest or None).
+_RANGES = [("model", "num_joints", 18, 18), ("model", "heatmap_sigma", 1e-6, None), ("model", "num_levels", 1, None),
+           ("model", "base_channels", 1, None), ("model", "z_dim", 0, None), ("model", "ref_levels", 1, None),
+           ("model", "ref_channels", 1, None), ("model", "disc_channels", 1, None), ("model", "disc_levels", 1, None),
+           ("loss", "lambda_img", 0, None), ("loss", "ssim_window", 1, None), ("loss", "ssim_sigma", 1e-6, None),
+           ("train", "batch_size", 1, None), ("train", "rec_steps", 0, None), ("train", "ref_steps", 0, None),
+           ("train", "lr", 1e-12, None), ("train", "beta1", 0, 0.999999), ("train", "beta2", 0, 0.999999),
+           ("train", "num_workers", 0, None), ("train", "log_every", 1, None), ("train", "sample_every", 1, None),
+           ("train", "checkpoint_every", 1, None)]
+
+
+def _check_ranges(recipe: Recipe, sections: tuple[str, ...], where: str) -> None:
+    """The numbers of `sections` in their ranges (NaN in none)."""
+    for section, name, low, high in _RANGES:
+        if section not in sections:
+            continue
+        value = getattr(getattr(recipe, section), name)
+        if not (value >= low and (high is None or value <= high)):  # Written so that NaN fails too.
+            span = f"= {low}" if low == high else f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise InputError(f"{where}: {section}.{name} must be {span}, got {_short(value)}")
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:

@@ -5,6 +5,7 @@ Heatmaps and body masks are not made here: the loop draws them from the poses on
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 from typing import Iterator
 
@@ -86,14 +87,15 @@ class TrainingData:
 
     def batch(self, pairs: torch.Tensor, flips: torch.Tensor, dev: torch.device) -> dict[str, torch.Tensor]:
         """Pairs `pairs` ([B] int64), mirrored where `flips` ([B] bool): src_img, tgt_img [B, 3, H, W] in [-1, 1];
-        src_pose, tgt_pose [B, K, 2]. The gather runs where the images live, the rest on `dev`."""
+        src_pose, tgt_pose [B, K, 2]. The gather runs where the images live, the rest on `dev`; what crosses from
+        the host to a GPU goes through pinned memory without blocking, so a training step never waits for a copy."""
         where = self.images.device
-        pairs, flips = pairs.to(where), flips.to(dev)
+        pairs, flips = to_device(pairs, where), to_device(flips, dev)
         src, tgt = self.src.to(where)[pairs], self.tgt.to(where)[pairs]
         out = {}
         for side, index in (("src", src), ("tgt", tgt)):
-            images = self.images[index].to(dev, non_blocking=True).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-            poses = self.poses.to(where)[index].to(dev, non_blocking=True)
+            images = _gather(self.images, index, dev).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+            poses = _gather(self.poses.to(where), index, dev)
             out[f"{side}_img"] = torch.where(flips[:, None, None, None], images.flip(-1), images)
             out[f"{side}_pose"] = torch.where(flips[:, None, None], flip_pose_tensor(poses, images.shape[-1]), poses)
         return out
@@ -101,9 +103,36 @@ class TrainingData:
 
 def flip_pose_tensor(poses: torch.Tensor, width: int) -> torch.Tensor:
     """`keypoints.flip_poses` for a tensor: mirror [..., K, 2] poses, swapping left and right joints."""
-    flipped = poses[..., list(FLIP_PERMUTATION), :]
+    flipped = poses.index_select(-2, _flip_index(poses.device))
     vis = (flipped[..., 0] >= 0) & (flipped[..., 1] >= 0)
     return torch.stack([flipped[..., 0], torch.where(vis, width - 1 - flipped[..., 1], flipped[..., 1])], dim=-1)
+
+
+@functools.cache
+def _flip_index(dev: torch.device) -> torch.Tensor:
+    """FLIP_PERMUTATION as an index on `dev`, made once: a Python list as an index is a blocking host copy per call."""
+    return to_device(torch.tensor(FLIP_PERMUTATION), dev)
+
+
+def to_device(tensor: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """`tensor` on `dev`; from the host to a GPU through pinned memory, without blocking the host.
+
+    A plain `.to(cuda)` of pageable memory waits for the copy: a host sync in every training step. The pinned
+    buffer comes from torch's caching host allocator, which keeps it until the copy is done.
+    """
+    if tensor.device == dev:
+        return tensor
+    if dev.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(dev, non_blocking=True)
+    return tensor.to(dev)
+
+
+def _gather(source: torch.Tensor, index: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """source[index] on `dev`: gathered on the host straight into pinned memory when the source stays there."""
+    if source.device.type == "cpu" and dev.type == "cuda":
+        pinned = torch.empty((len(index), *source.shape[1:]), dtype=source.dtype, pin_memory=True)
+        return torch.index_select(source, 0, index, out=pinned).to(dev, non_blocking=True)
+    return source[index].to(dev)
 
 
 def load_training_data(pairs: pd.DataFrame, poses: PoseTable, paths: dict[str, str], size: tuple[int, int],

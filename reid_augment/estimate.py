@@ -110,10 +110,26 @@ def _load_mmpose_checkpoint(model, checkpoint: str) -> None:
                 if not Path(checkpoint).is_file():
                     raise InputError(f"{checkpoint}: no such pose checkpoint (or use --backend mediapipe)")
                 state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
+        except pickle.UnpicklingError as err:
+            from .checkpoint import blocked_global
+
+            needs = blocked_global(err)
             raise InputError(f"{checkpoint}: refused, the pose checkpoint holds pickled objects beyond tensors, plain "
-                             f"data and numpy arrays; nothing in it was run") from None
-    model.load_state_dict(state.get("state_dict", state), strict=True)
+                             f"data and numpy arrays{f' (it asks for {needs})' if needs else ''}; nothing in it was "
+                             f"run") from None
+        except InputError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a zip, pickle or safetensors format error: not a torch file.
+            raise InputError(f"{checkpoint}: not a torch checkpoint ({err.__class__.__name__}); pass an mmpose .pth "
+                             f"with --pose-checkpoint, or use --backend mediapipe") from None
+    weights = state.get("state_dict", state) if isinstance(state, dict) else None
+    if not isinstance(weights, dict):
+        raise InputError(f"{checkpoint}: not an mmpose checkpoint (no state_dict of tensors)")
+    try:
+        model.load_state_dict(weights, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        raise InputError(f"{checkpoint}: its weights do not fit the mmpose model of the config "
+                         f"({' '.join(str(err).split())[:120]})") from None
 
 
 def make_mmpose_estimator(config: str | None = None, checkpoint: str | None = MMPOSE_CHECKPOINT,

@@ -149,7 +149,9 @@ class Report:
     def summary(self) -> str:
         m, b = self.metrics, self.metrics["baseline"]
         keys = [k for k in METRIC_KEYS if m.get(k) is not None]
-        shown = ", ".join(f"{k} {m[k]:.3f} (copy {b[k]:.3f})" for k in keys)
+        ceiling = (m.get("real_target") or {}).get("pckh")
+        shown = ", ".join(f"{k} {m[k]:.3f} (copy {b[k]:.3f}" + (f", real target {ceiling:.3f})" if k == "pckh"
+                                                                  and ceiling is not None else ")") for k in keys)
         return (f"Scored {m['num_pairs']} pairs ({m['skipped_pairs']} skipped): {shown}. {verdict(m)} "
                 f"{' '.join(self.notes)} Report: {self.report_dir / 'report.md'}; per pair: "
                 f"{self.report_dir / 'pairs.csv'}.")
@@ -182,6 +184,8 @@ def _markdown(metrics: dict) -> str:
     lines = ["| Method | SSIM | IS | mask-SSIM | mask-IS | PCKh | FID | LPIPS |", "|---|---|---|---|---|---|---|---|",
              row(f"**this run** ({metrics['num_pairs']} pairs)", metrics),
              row("**copy the source** (baseline, same pairs)", metrics["baseline"])]
+    ceiling = (metrics.get("real_target") or {}).get("pckh")
+    lines.append(f"| **real target** (the estimator's ceiling) | - | - | - | - | {fmt(ceiling, 3)} | - | - |")
     lines += [f"| {name} (paper, Market-1501) | {v[0]:.3f} | {v[1]:.3f} | {v[2]:.3f} | {v[3]:.3f} | - | - | - |"
               for name, v in PAPER_TABLE3.items()]
     lines += ["", "| Method (paper, DeepFashion) | SSIM | IS |", "|---|---|---|"]
@@ -190,7 +194,9 @@ def _markdown(metrics: dict) -> str:
             "Gaussian sigma 1.5, population covariance, data_range of each generated image); IS over 10 splits; PCKh "
             "as PATN's calPCKH (alpha 0.5, poses of the generated images estimated offline with MediaPipe). The "
             "baseline copies the source crop, resized to the target's size, as the generated image: a generator "
-            "that does not beat it adds nothing. Paper figures are from Table 3 of the VDG paper, on the field's "
+            "that does not beat it adds nothing. The real target row scores the target image itself as a generated "
+            "one: the PCKh the estimator reaches on real people, the ceiling of any generator. Paper figures are from "
+            "Table 3 of the VDG paper, on the field's "
             "12,000 Market-1501 test pairs (Def-GAN protocol): this run compares with them only when its pairs are "
             f"those (`build-pairs --test-poses`); pairs: {metrics['pairs']}. Per-pair scores: `pairs.csv`; the best "
             "and worst pairs by mask-SSIM gained over copying: `best-worst.png` (source, target pose, generated, target).\n\n"
@@ -265,6 +271,8 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
     skipped: dict[str, int] = {"missing image": 0, "no target pose": 0, "size mismatch": 0}
     known_poses = {n: i for i, n in enumerate(pose_table.names)}
     model_scores, copy_scores = _Scores(), _Scores()
+    # The ceiling: the real target image scored exactly as a generated one (the estimator misses poses too).
+    target_right, target_total = [], []
     real_feats: list[np.ndarray] = []
     per_pair: list[pd.DataFrame] = []
 
@@ -309,6 +317,11 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
             for prefix, scores in (("", model_scores), ("copy_", copy_scores)):
                 for key, values in scores.last().items():
                     table[prefix + key] = values
+            if scorer is not None:
+                right, total = pckh_counts(scorer.estimate(list(tgt)), pose)
+                target_right.append(right)
+                target_total.append(total)
+                table["real_target_pckh"] = np.where(total > 0, right / np.maximum(total, 1), np.nan)
             per_pair.append(table)
         bar.close()
     scored = len(model_scores)
@@ -320,6 +333,8 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
         **model_scores.metrics(real),
         "num_pairs": scored, "skipped_pairs": int(sum(skipped.values())), "skipped_by_reason": skipped,
         "baseline": {"method": "copy the source (resized to the target's size)", **copy_scores.metrics(real)},
+        "real_target": {"method": "the real target image, scored as a generated one (the estimator's ceiling)",
+                        "pckh": _pooled(target_right, target_total)},
         "settings": {"ssim": "gaussian_weights, sigma 1.5, window 11, population covariance, over RGB, "
                              "data_range = generated.max() - generated.min()",
                      "mask": "PG2/Def-GAN body mask of the target pose (23 limbs, radius 4, 5x5 closing)",
@@ -399,12 +414,18 @@ class _Scores:
         total = int(cat(self.total).sum()) if self.total else 0
         return {
             "ssim": float(cat(self.values["ssim"]).mean()), "mask_ssim": float(cat(self.values["mask_ssim"]).mean()),
-            "pckh": float(cat(self.right).sum() / total) if total else None,
+            "pckh": _pooled(self.right, self.total),
             "is": inception_score(cat(self.probs))[0] if self.probs else None,
             "mask_is": inception_score(cat(self.mask_probs))[0] if self.mask_probs else None,
             "fid": frechet_distance(cat(self.feats), real_feats) if self.feats and len(self) > 1 else None,
             "lpips": float(cat(self.values["lpips"]).mean()) if self.values["lpips"] else None,
         }
+
+
+def _pooled(right: list[np.ndarray], total: list[np.ndarray]) -> float | None:
+    """PATN's PCKh: right joints over target joints, summed over all counted pairs (not a mean of per-pair PCKh)."""
+    count = int(np.concatenate(total).sum()) if total else 0
+    return float(np.concatenate(right).sum() / count) if count else None
 
 
 def _lpips(dev: torch.device):

@@ -16,13 +16,17 @@ import pandas as pd
 from PIL import Image
 
 from .errors import InputError
-from .fileio import atomic_open, atomic_write_text
-from .images import image_size, scan_images
+from .fileio import atomic_open, atomic_write_text, copy_file
+from .images import image_size, image_sizes, scan_images
 from .layouts import MSMT_LISTS, detect_layout, layout_entries, read_msmt_list
 
 
 def read_generated(manifest: str | os.PathLike) -> tuple[Path, pd.DataFrame]:
-    """(manifest path, its rows whose image exists); `manifest` may be the generate output folder."""
+    """(manifest path, its rows whose image exists); `manifest` may be the generate output folder.
+
+    Raises:
+        InputError: no such manifest, not a manifest, or none of its images on disk (nothing to hand on).
+    """
     from .generate import read_manifest
 
     manifest = Path(manifest)
@@ -30,7 +34,11 @@ def read_generated(manifest: str | os.PathLike) -> tuple[Path, pd.DataFrame]:
         manifest = manifest / "manifest.csv"
     if not manifest.is_file():
         raise InputError(f"{manifest}: no such manifest (run `reid-augment generate` first)")
-    return manifest, read_manifest(manifest)
+    table = read_manifest(manifest)
+    if table.empty:
+        raise InputError(f"{manifest}: lists no generated image that is on disk beside it (an empty or torn "
+                         f"manifest, or images moved away)")
+    return manifest, table
 
 
 def generated_items(manifest: str | os.PathLike, base_train: list[tuple]) -> list[tuple]:
@@ -63,21 +71,29 @@ def _place(src: Path, dst: Path, copy: bool, size: tuple[int, int] | None) -> bo
             img.convert("RGB").resize((size[1], size[0]), Image.BICUBIC).save(f, format="JPEG", quality=95)
         return True
     if copy:
-        shutil.copy2(src, dst)
+        copy_file(src, dst)
     else:
         os.symlink(os.path.abspath(src), dst)
     return False
 
 
 def _mirror(src: Path, dst: Path, copy: bool) -> None:
-    """A folder or file unchanged: linked, or copied."""
+    """A folder or file unchanged: linked, or copied (new files take the umask's mode, as `cp` gives)."""
     if dst.exists() or dst.is_symlink() or not src.exists():
         return
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if copy:
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
-    else:
+    if not copy:
         os.symlink(os.path.abspath(src), dst, target_is_directory=src.is_dir())
+    elif src.is_dir():
+        shutil.copytree(src, dst, copy_function=copy_file)
+    else:
+        copy_file(src, dst)
+
+
+def _training_splits(kind: str) -> tuple[str, ...]:
+    """The splits whose images live in the training folder: MSMT17's validation list names images of train/ too,
+    and torchreid's `combineall` trains on them."""
+    return ("train", "val") if kind == "msmt17" else ("train",)
 
 
 def export(manifest: str | os.PathLike, root: str | os.PathLike, new_root: str | os.PathLike, copy: bool = False,
@@ -85,58 +101,64 @@ def export(manifest: str | os.PathLike, root: str | os.PathLike, new_root: str |
     """Build NEW_ROOT in ROOT's own layout, whose training split holds the originals plus the generated images.
 
     Market-1501 / CUHK03-NP / DukeMTMC-reID: bounding_box_train/ gets both, query/ and bounding_box_test/ are
-    unchanged. MSMT17: the images go into train/<pid>/ and their lines into list_train.txt (the source's
-    label); the other lists and test/ are unchanged. Flat and <pid>/<image> folders: the images go beside
-    their sources. Files are symlinked unless `copy`. A generated image is written resized when its size
-    differs from its source's (or from `out_size`). Returns counts per kind.
+    unchanged. MSMT17: the images of the training and validation lists stay in train/<pid>/, the generated ones
+    join them and their lines join list_train.txt (the source's label); the other lists and test/ are unchanged.
+    Flat and <pid>/<image> folders: the images go beside their sources. Files are symlinked unless `copy`. A
+    generated image is written resized when its size differs from its source's (or from `out_size`). Everything
+    is checked before the first file is written. Returns counts per kind.
+
+    Raises:
+        InputError: a missing or malformed manifest or data set, or a data set image its lists name but lacks.
     """
     lay = detect_layout(root, layout)
     manifest_path, table = read_generated(manifest)
-    found = scan_images(lay.root, include_distractors=True, layout=lay.kind).images
-    source_paths = dict(zip(found["name"].map(os.path.basename) if lay.kind != "by-person" else found["name"],
-                            found["path"]))
     new_root = Path(new_root)
     if new_root.resolve() == lay.root.resolve():
         raise InputError(f"{new_root}: the new root must differ from the original {lay.root}")
-    counts = {"original": 0, "generated": 0, "resized": 0, "unknown_source": 0}
+    found = scan_images(lay.only("train"), include_distractors=True).images
+    source_paths = dict(zip(found["name"], found["path"]))
 
-    # Originals of the training split, as they are, at the same place under NEW_ROOT.
-    originals = [path for _, path, split in layout_entries(lay) if split == "train"]
-    for src in originals:
-        _place(src, new_root / src.relative_to(lay.root), copy, None)
-    counts["original"] = len(originals)
-
-    # Generated images, each beside its source, at its source's size (or out_size).
+    # Plan and check everything first: a bad input leaves no half-made NEW_ROOT behind.
+    originals = [path for _, path, _ in layout_entries(lay.only(*_training_splits(lay.kind)))]
+    missing = [path for path in originals if not path.is_file()]
+    if missing:
+        raise InputError(f"{lay.root}: {len(missing)} images its lists name do not exist (first: {missing[0]}); "
+                         f"export copies the data set as its loader reads it")
     labels = {rel.rsplit("/", 1)[1]: label for rel, label in read_msmt_list(lay.root / "list_train.txt")} \
         if lay.kind == "msmt17" else {}
-    new_lines = []
+    planned = []  # (generated image, its place under NEW_ROOT, its source)
     for image, source in zip(table["image"], table["source"]):
         key = source if lay.kind == "by-person" else os.path.basename(source)
-        if key not in source_paths:
-            counts["unknown_source"] += 1
-            continue
-        src_path = Path(source_paths[key])
-        dst = new_root / src_path.relative_to(lay.root).parent / os.path.basename(image)
-        if lay.kind == "msmt17":
-            new_lines.append(f"{dst.relative_to(new_root / lay.train_dir.name).as_posix()} {labels[key]}")
-        counts["resized"] += _place(manifest_path.parent / image, dst, copy, out_size or image_size(src_path))
-        counts["generated"] += 1
-    if counts["generated"] == 0 and len(table):
+        if key in source_paths:
+            src_path = Path(source_paths[key])
+            planned.append((manifest_path.parent / image, new_root / src_path.relative_to(lay.root).parent
+                            / os.path.basename(image), src_path, key))
+    if not planned and len(table):
         raise InputError(f"{manifest_path}: none of its sources is in {lay.root} (e.g. {table['source'].iloc[0]})")
+    sizes = [out_size] * len(planned) if out_size else image_sizes([src for _, _, src, _ in planned])
+    counts = {"original": len(originals), "generated": len(planned), "resized": 0,
+              "unknown_source": len(table) - len(planned)}
+
+    # Originals of the training split, as they are, at the same place under NEW_ROOT.
+    for src in originals:
+        _place(src, new_root / src.relative_to(lay.root), copy, None)
+    # Generated images, each beside its source, at its source's size (or out_size).
+    for (image, dst, _, _), size in zip(planned, sizes):
+        counts["resized"] += _place(image, dst, copy, tuple(size))
 
     # The rest of the data set, unchanged.
     if lay.kind == "market1501":
         for sub in ("bounding_box_test", "query"):
             _mirror(lay.root / sub, new_root / sub, copy)
     elif lay.kind == "msmt17":
+        train_dir = new_root / lay.train_dir.name
         train_list = (lay.root / "list_train.txt").read_text(encoding="utf-8")
         if train_list and not train_list.endswith("\n"):
             train_list += "\n"
-        train_list += "".join(f"{line}\n" for line in new_lines)
+        train_list += "".join(f"{dst.relative_to(train_dir).as_posix()} {labels[key]}\n" for _, dst, _, key in planned)
         atomic_write_text(new_root / "list_train.txt", train_list)
         for name in MSMT_LISTS:
             if name != "list_train.txt":
                 _mirror(lay.root / name, new_root / name, True)
         _mirror(lay.test_dir, new_root / lay.test_dir.name, copy)
     return counts
-

@@ -2,19 +2,24 @@
 
 Output: OUT/images/ (Market-1501 names that keep the source's person and camera, e.g.
 0002_c1s1_000451_03_vdg07.jpg), OUT/manifest.csv (one row per image, appended only once its image is on
-disk) and OUT/preview.png. Shards write manifest.shard-I-of-N.csv; `merge` joins them.
+disk), OUT/candidates.csv (every candidate made, its PCKh and whether it was kept; an identity is done once its
+rows are there) and OUT/preview.png. Shards write manifest.shard-I-of-N.csv and candidates.shard-I-of-N.csv;
+`merge` joins the manifests.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 import zlib
 from contextlib import nullcontext
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -30,20 +35,36 @@ from .data import fit_crop, scale_pose, to_tensor, to_uint8
 from .errors import InputError
 from .fileio import atomic_open, save_png
 from .images import ImageSet, image_sizes, load_rgb, scan_images
-from .keypoints import to_heatmaps, valid_pose_mask
+from .keypoints import draw_skeleton, to_heatmaps, valid_pose_mask
 from .pckh import PoseScorer
 from .posebank import STRATEGIES, farthest_order, kmeans_centres, nearest_of_others, normalise
 from .poses import PoseTable, read_poses
 
 MANIFEST_COLUMNS = ["image", "pid", "camid", "source", "pose_from", "strategy", "seed", "checkpoint", "step",
                     "version", "pckh"]
+LOG_COLUMNS = MANIFEST_COLUMNS + ["kept"]  # candidates.csv: every candidate made, kept (1) or not (0).
+POOL_MIN_CANDIDATES = 256  # By default fewer are scored in this process: a pool's workers take seconds to start.
 
 
-def image_seed(seed: int, person_id: str, k: int, candidate: int = 0) -> int:
-    """The seed of candidate c of image k of a person: independent of batch size, sharding, N and M
-    (candidate 0 is the image made without --candidates)."""
-    words = [seed, zlib.crc32(person_id.encode()), k] + ([candidate] if candidate else [])
-    return int(np.random.SeedSequence(words).generate_state(1)[0])
+def image_seed(seed: int, person_id: str, j: int) -> int:
+    """The seed of candidate j of a person: independent of batch size, sharding, N and M."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(person_id.encode()), j]).generate_state(1)[0])
+
+
+def candidates_path(manifest: Path) -> Path:
+    """manifest.csv -> candidates.csv; manifest.shard-0-of-4.csv -> candidates.shard-0-of-4.csv."""
+    return manifest.with_name("candidates" + manifest.name[len("manifest"):])
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def scoring_processes(requested: int | None, candidates: int) -> int:
+    """--score-processes, else one per core, or none (this process) for a run too small to pay for starting them."""
+    if requested is not None:
+        return requested
+    return available_cores() if candidates >= POOL_MIN_CANDIDATES else 0
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -76,11 +97,14 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig,
          shard: tuple[int, int] = (0, 1)) -> tuple[pd.DataFrame, int]:
-    """Decide every image to make: source, target pose, seed and output name, without touching pixels.
+    """Decide every candidate to make: source, target pose, seed and output name, without touching pixels.
 
-    Sources are the identity's usable images (valid pose) in name order, rotating; targets come from the
-    bank of valid poses of the other identities, whatever the strategy (M candidates per image in a row with
-    `cfg.candidates`). Returns the plan and the number of identities that have no usable image.
+    An identity has N x M candidates j = 0, 1, ... in a row (N = per_id, M = candidates), of which `render`
+    keeps N. Candidate j's source is the identity's j-th usable image (valid pose; name order, rotating), its
+    target a pose of another identity from the bank of valid poses (`novel`: the j-th farthest from the
+    identity's own), its seed and name follow from (seed, identity, j): a candidate does not depend on N, M,
+    batching or sharding. Without --candidates, candidate k is image k, so --per-id 5 is a prefix of --per-id
+    10. Returns the plan and the number of identities that have no usable image.
     """
     if cfg.strategy not in STRATEGIES:
         raise InputError(f"unknown strategy {cfg.strategy!r}; known: {', '.join(STRATEGIES)}")
@@ -101,7 +125,7 @@ def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig,
     codes, ids = pd.factorize(bank_pids, sort=True)  # Integer codes: fast per-identity masks.
     if cfg.strategy == "kmeans":
         medoids = nearest_of_others(bank, codes, kmeans_centres(bank, cfg.kmeans_k, cfg.seed))
-    plan_rows = []  # (pid, k, source row, target row, seed), M candidates per image in a row
+    plan_rows = []  # (pid, j, source row, target row, seed): an identity's N x M candidates in a row
     for code in range(shard[0], len(ids), shard[1]):
         pid = ids[code]
         own = np.flatnonzero(codes == code)
@@ -110,21 +134,23 @@ def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig,
             raise InputError(f"the pose bank has no pose of another identity than {pid}")
         if cfg.strategy == "novel":
             ranked = others[farthest_order(bank[others], bank[own])]
-        for k, c in ((k, c) for k in range(cfg.per_id) for c in range(cfg.candidates)):
-            seed = image_seed(cfg.seed, pid, k, c)
+        if cfg.strategy == "kmeans":  # An identity walks the k canonical poses from its own start: all differ.
+            start = np.random.default_rng(image_seed(cfg.seed, pid, 0)).integers(len(medoids))
+        for j in range(cfg.per_id * cfg.candidates):
+            seed = image_seed(cfg.seed, pid, j)
             rng = np.random.default_rng(seed)
             if cfg.strategy == "random":
                 target = others[rng.integers(len(others))]
             elif cfg.strategy == "kmeans":
-                best, runner_up = medoids[(k + rng.integers(len(medoids))) % len(medoids)]
+                best, runner_up = medoids[(start + j) % len(medoids)]
                 target = best if codes[best] != code else runner_up
             else:
-                target = ranked[(k + c * cfg.per_id) % len(ranked)]
-            plan_rows.append((pid, k, own[k % len(own)], target, seed))
-    pids, ks, src, tgt, seeds = (np.array(c) for c in zip(*plan_rows)) if plan_rows else [np.array([], int)] * 5
+                target = ranked[j % len(ranked)]
+            plan_rows.append((pid, j, own[j % len(own)], target, seed))
+    pids, js, src, tgt, seeds = (np.array(c) for c in zip(*plan_rows)) if plan_rows else [np.array([], int)] * 5
     src_table = sources.iloc[src]
     requests = pd.DataFrame({
-        "image": [f"images/{output_name(n, k)}" for n, k in zip(src_table["name"], ks)],
+        "image": [f"images/{output_name(n, j)}" for n, j in zip(src_table["name"], js)],
         "pid": pids.astype(str) if len(pids) else pids,
         "camid": src_table["camera_id"].to_numpy(),
         "source": src_table["name"].to_numpy(),
@@ -192,140 +218,252 @@ class GenerateResult:
     identities: int
     identities_without_usable_image: int
     seconds: float
-    dropped: int = 0             # Images whose best candidate fell below --min-pckh: the shortfall.
+    dropped: int = 0             # The shortfall: images missing from N per identity (too few passed --min-pckh).
     candidates: int = 1
     scored_with: str | None = None
     mean_pckh: float | None = None
     score_requested: bool = True
+    unscorable: int = 0          # Images kept whose target pose has no head box: not scored, empty pckh.
+    score_processes: int = 0     # Scoring processes (0: in this process).
 
     def summary(self) -> str:
         rate = self.generated / self.seconds if self.seconds > 0 else 0.0
-        best = f" (the best of {self.candidates} candidates each)" if self.candidates > 1 else ""
+        best = (f" (for each identity the best of {self.candidates} times as many candidates, from any of its "
+                f"sources)" if self.candidates > 1 else "")
         if self.scored_with:
-            scored = (f" Scored by pose consistency with {self.scored_with}: mean PCKh {self.mean_pckh:.3f}."
-                      if self.mean_pckh is not None else "")
+            where = f" in {self.score_processes} processes" if self.score_processes else ""
+            scored = (f" Scored by pose consistency on the written files with {self.scored_with}{where}: mean "
+                      f"PCKh {self.mean_pckh:.3f}." if self.mean_pckh is not None else "")
         else:
             scored = (" Not scored (the offline pose backend is not installed: `make pose`)."
                       if self.score_requested else " Not scored (--no-score).")
-        short = (f" {self.dropped} images fell below --min-pckh and were dropped: a shortfall of {self.dropped}."
+        short = (f" Too few candidates of some identities reached --min-pckh: a shortfall of {self.dropped} images."
                  if self.dropped else "")
+        headless = (f" {self.unscorable} images have a target pose without a head box: they cannot be scored, so "
+                    f"they are kept (--min-pckh too) with an empty pckh." if self.unscorable else "")
         return (f"Generated {self.generated} images{best} for {self.identities} identities in {self.seconds:.1f} s "
                 f"({rate:.1f} images/s); {self.already_done} were already done and kept, "
-                f"{self.identities_without_usable_image} identities had no usable image.{short}{scored} "
+                f"{self.identities_without_usable_image} identities had no usable image.{short}{headless}{scored} "
                 f"Manifest: {self.manifest}; contact sheet: {self.out_dir / 'preview.png'}.")
 
 
-def read_manifest(path: Path) -> pd.DataFrame:
-    """Rows of a manifest whose image exists; a torn last line (a killed run) is dropped."""
+def read_manifest(path: Path, columns: list[str] = MANIFEST_COLUMNS, on_disk: bool = True) -> pd.DataFrame:
+    """Rows of a manifest (or of a candidates log: LOG_COLUMNS), with `on_disk` only those whose image exists;
+    a torn last line (a killed run) is dropped.
+
+    Raises:
+        InputError: the file is not a manifest CSV (not text, malformed rows, no image or source column).
+    """
     if not path.is_file():
-        return pd.DataFrame(columns=MANIFEST_COLUMNS)
-    text = path.read_text(encoding="utf-8")
+        return pd.DataFrame(columns=columns)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not a manifest (not UTF-8 text: byte {err.start})") from None
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
     from io import StringIO
 
-    table = pd.read_csv(StringIO(text), dtype={"pid": str}, keep_default_na=False) if text else pd.DataFrame(
-        columns=MANIFEST_COLUMNS)
-    for column in MANIFEST_COLUMNS:  # Manifests of older versions lack the newer columns.
+    try:
+        table = pd.read_csv(StringIO(text), dtype={"pid": str}, keep_default_na=False) if text else pd.DataFrame(
+            columns=columns)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
+        raise InputError(f"{path}: not a manifest CSV ({' '.join(str(err).split())[:120]})") from None
+    if not {"image", "source"} <= set(table.columns):
+        raise InputError(f"{path}: not a manifest: it needs the columns image and source (found "
+                         f"{', '.join(map(str, table.columns[:8]))})")
+    table["image"] = table["image"].astype(str)
+    for column in columns:  # Manifests of older versions lack the newer columns.
         if column not in table:
             table[column] = ""
+    if not on_disk:
+        return table
     exists = np.array([(path.parent / p).is_file() for p in table["image"]], dtype=bool)
     return table[exists].reset_index(drop=True)
 
 
-def select(rows: pd.DataFrame, pixels: list[np.ndarray], poses: np.ndarray, scorer: PoseScorer | None,
-           min_pckh: float | None) -> tuple[pd.DataFrame, list[np.ndarray]]:
-    """Score each candidate (PCKh of its estimated pose against its target pose), keep the best of each image's
-    candidates (rows sharing an `image`; ties to the first), and drop those below `min_pckh`."""
-    rows = rows.reset_index(drop=True)
-    if scorer is None:
-        return rows.assign(pckh=np.nan), pixels
-    rows = rows.assign(pckh=np.round(scorer.score(pixels, poses), 4))
-    ranked = rows.assign(order=np.nan_to_num(rows["pckh"].to_numpy(), nan=-1.0), at=np.arange(len(rows)))
-    best = ranked.sort_values(["order", "at"], ascending=[False, True], kind="stable").drop_duplicates("image")
-    if min_pckh is not None:
-        best = best[best["order"] >= min_pckh]
-    best = best.sort_values("at")
-    return rows.loc[best["at"]], [pixels[i] for i in best["at"]]
+def select(scores: np.ndarray, keep: int, min_pckh: float | None = None) -> np.ndarray:
+    """Positions (ascending) of the `keep` of one identity's candidates to keep, from their PCKh.
+
+    The scored candidates that reach `min_pckh` come first, best first (ties to the first), whichever source
+    image they come from; then those that cannot be scored (nan: a target pose without a head box, or no
+    scorer), in order: they are not known to be worse, so the gate keeps them, after the scored ones that pass.
+    Fewer than `keep` only when fewer pass.
+    """
+    passing = scores >= (-np.inf if min_pckh is None else min_pckh)  # False for nan.
+    best = np.flatnonzero(passing)[np.argsort(-scores[passing], kind="stable")]
+    return np.sort(np.concatenate([best, np.flatnonzero(np.isnan(scores))])[:keep])
 
 
-def _encode(path: Path, rgb: np.ndarray, quality: int) -> None:
+def encode(rgb: np.ndarray, suffix: str, quality: int) -> bytes:
+    """The bytes of an output file: PNG for .png, else JPEG at `quality`."""
+    buffer = io.BytesIO()
+    if suffix == ".png":
+        Image.fromarray(rgb).save(buffer, format="PNG")
+    else:
+        Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
     with atomic_open(path, "wb") as f:
-        if path.suffix == ".png":
-            Image.fromarray(rgb).save(f, format="PNG")
-        else:
-            Image.fromarray(rgb).save(f, format="JPEG", quality=quality)
+        f.write(data)
 
 
-def _write_batch(encoders: ThreadPoolExecutor, out_dir: Path, manifest: Path, rows: pd.DataFrame,
-                 pixels: list[np.ndarray], poses: np.ndarray, scorer: PoseScorer | None, min_pckh: float | None,
-                 quality: int) -> int:
-    """Score and select the batch's candidates, encode the kept images in the encoder pool (temp name + rename),
-    then append their manifest rows. Returns how many images were dropped under `min_pckh`."""
-    images = rows["image"].nunique()
-    rows, pixels = select(rows, pixels, poses, scorer, min_pckh)
-    list(encoders.map(lambda item: _encode(out_dir / item[0], item[1], quality), zip(rows["image"], pixels)))
-    with open(manifest, "a", encoding="utf-8", newline="") as f:
-        rows[MANIFEST_COLUMNS].to_csv(f, header=False, index=False, lineterminator="\n")
+def _append(path: Path, rows: pd.DataFrame, columns: list[str]) -> None:
+    """Append rows to a CSV and fsync it."""
+    with open(path, "a", encoding="utf-8", newline="") as f:
+        rows[columns].to_csv(f, header=False, index=False, lineterminator="\n")
         f.flush()
         os.fsync(f.fileno())
-    return images - len(rows)
 
 
-def contact_sheet(manifest: pd.DataFrame, root: Path, sources: dict[str, str], ids: int = 6,
-                  per_row: int = 8) -> np.ndarray:
+class _Selector:
+    """Gathers each identity's candidates (the requests sharing `unit`) across batches; once an identity's are
+    all in, keeps `keep` of them (`select`), writes their bytes (temp name + rename) and removes any file of the
+    others, then appends their manifest rows, then every candidate's row to the candidates log: an identity is
+    done once its log rows land.
+
+    Selection always sees all of an identity's candidates, so it does not depend on batching; shards hold whole
+    identities. Runs in one writer thread, batches in order.
+    """
+
+    def __init__(self, manifest: Path, unit: str, sizes: pd.Series, keep: int, min_pckh: float | None,
+                 scorer: PoseScorer | None, quality: int, encoders: ThreadPoolExecutor):
+        self.manifest, self.unit, self.sizes, self.keep, self.min_pckh = manifest, unit, sizes, keep, min_pckh
+        self.scorer, self.quality, self.encoders = scorer, quality, encoders
+        self.rows, self.files = pd.DataFrame(), []  # Candidates of identities not yet whole, and their bytes.
+        self.made = self.short = self.unscorable = 0
+
+    def add(self, rows: pd.DataFrame, pixels: list[np.ndarray], poses: np.ndarray) -> None:
+        """Encode a batch, score the bytes that will be written, and finish the identities now whole."""
+        suffixes = [os.path.splitext(p)[1] for p in rows["image"]]
+        files = list(self.encoders.map(encode, pixels, suffixes, repeat(self.quality)))
+        scores = self.scorer.score_encoded(files, poses) if self.scorer else np.full(len(files), np.nan)
+        rows = rows.assign(pckh=np.round(scores, 4))
+        rows, files = (pd.concat([self.rows, rows]) if len(self.rows) else rows), self.files + files
+        units = rows[self.unit]
+        whole = (units.map(units.value_counts()) == units.map(self.sizes)).to_numpy()
+        self.rows, self.files = rows[~whole], [f for f, w in zip(files, whole) if not w]
+        if whole.any():
+            self._finish(rows[whole], [f for f, w in zip(files, whole) if w])
+
+    def _finish(self, rows: pd.DataFrame, files: list[bytes]) -> None:
+        scores = rows["pckh"].to_numpy(dtype=float)
+        kept = np.zeros(len(rows), dtype=bool)
+        for at in rows.groupby(self.unit, sort=False).indices.values():
+            kept[at[select(scores[at], self.keep, self.min_pckh)]] = True
+        out_dir = self.manifest.parent
+        list(self.encoders.map(_write_bytes, [out_dir / p for p in rows["image"][kept]],
+                               [f for f, k in zip(files, kept) if k]))
+        for image in rows["image"][~kept]:  # An earlier run's (other gate, killed midway) would be a stray image.
+            (out_dir / image).unlink(missing_ok=True)
+        _append(self.manifest, rows[kept], MANIFEST_COLUMNS)
+        _append(candidates_path(self.manifest), rows.assign(kept=kept.astype(int)), LOG_COLUMNS)
+        self.made += int(kept.sum())
+        self.short += rows[self.unit].nunique() * self.keep - int(kept.sum())
+        self.unscorable += int((kept & np.isnan(scores)).sum()) if self.scorer else 0
+
+
+def _resume(requests: pd.DataFrame, unit: str, keep: int, min_pckh: float | None, manifest: Path) -> pd.DataFrame:
+    """The requests still to make, after rewriting the manifest and the candidates log to the identities done.
+
+    An identity a previous run finished is done when its log lists exactly the candidates requested now (same
+    checkpoint), the current settings select the same ones from their logged scores, and those are in the
+    manifest with their images on disk; any other identity is made again, whole.
+    """
+    def keys(table: pd.DataFrame) -> pd.Series:
+        return table["image"].astype(str) + "|" + table["checkpoint"].astype(str)
+
+    position = pd.Series(np.arange(len(requests)), index=keys(requests))
+    done = read_manifest(manifest)
+    logged = read_manifest(candidates_path(manifest), LOG_COLUMNS, on_disk=False)
+    logged = logged[keys(logged).isin(position.index)]  # Rows of another checkpoint or plan are stale.
+    logged = logged.iloc[np.argsort(position[keys(logged)].to_numpy(), kind="stable")]  # Candidate order.
+    kept = pd.to_numeric(logged["kept"], errors="coerce").to_numpy() == 1
+    scores = pd.to_numeric(logged["pckh"], errors="coerce").to_numpy(dtype=float)
+    on_disk = keys(logged).isin(set(keys(done))).to_numpy()
+    sizes = requests[unit].value_counts()
+    finished = [name for name, at in logged.groupby(unit, sort=False).indices.items()
+                if len(at) == sizes.get(name, -1) and on_disk[at[kept[at]]].all()
+                and np.array_equal(np.flatnonzero(kept[at]), select(scores[at], keep, min_pckh))]
+    stays = logged[unit].isin(finished).to_numpy()
+    done = done[keys(done).isin(set(keys(logged)[stays & kept]))]
+    logged = logged[stays]
+    for path, table, columns in ((manifest, done, MANIFEST_COLUMNS), (candidates_path(manifest), logged, LOG_COLUMNS)):
+        with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+            table.to_csv(f, index=False, lineterminator="\n", columns=columns)
+    return requests[~requests[unit].isin(finished)].reset_index(drop=True)
+
+
+class Rendered(NamedTuple):
+    made: int
+    already: int
+    short: int        # Images missing from `keep` per identity: too few candidates passed `min_pckh`.
+    unscorable: int   # Kept images whose target pose has no head box.
+
+
+def contact_sheet(manifest: pd.DataFrame, root: Path, sources: dict[str, str], poses: PoseTable | None = None,
+                  ids: int = 6, per_row: int = 8) -> np.ndarray:
     """One row per identity: its first source, a gap, then its generated images, all at the first image's size;
-    [H', W', 3] uint8."""
+    with `poses`, under each generated image the target pose it was asked for (scaled from the image it came
+    from), so a reader sees at a glance whether the person took the pose. [H', W', 3] uint8."""
     rows = []
     groups = list(manifest.groupby("pid", sort=True))[:ids]
     per_row = min(per_row, max(len(g) for _, g in groups))
     h, w = load_rgb(root / groups[0][1]["image"].iloc[0]).shape[:2]
+    blank = np.zeros((h, w, 3), np.uint8)
 
     def tile(path) -> np.ndarray:
         rgb = load_rgb(path)
         return rgb if rgb.shape[:2] == (h, w) else np.array(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
 
+    def skeleton(name: str) -> np.ndarray:
+        frame = Image.open(sources[name]).size[::-1] if name in sources else (h, w)
+        return draw_skeleton(scale_pose(poses.lookup([name])[0], frame, (h, w)), (h, w))
+
     for _, group in groups:
-        tiles = [tile(root / p) for p in group["image"][:per_row]]
+        group = group.head(per_row)
+        tiles = [tile(root / p) for p in group["image"]]
         gap = np.full((h, 4, 3), 255, np.uint8)
-        pad = [np.zeros((h, w, 3), np.uint8)] * (per_row - len(tiles))
+        pad = [blank] * (per_row - len(tiles))
         rows.append(np.concatenate([tile(sources[group["source"].iloc[0]]), gap, *tiles, *pad], axis=1))
+        if poses is not None:
+            drawn = [skeleton(n) for n in group["pose_from"]]
+            rows.append(np.concatenate([blank, gap, *drawn, *pad], axis=1))
+            rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
     return np.concatenate(rows, axis=0)
 
 
 def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, manifest_path: Path,
            size: tuple[int, int], sigma: float, dev: torch.device, batch_size: int = 64, num_workers: int = 2,
            jpeg_quality: int = 95, progress: bool = True, out_size: tuple[int, int] | None = None,
-           out_like: str = "source", scorer: PoseScorer | None = None,
-           min_pckh: float | None = None) -> tuple[int, int, int]:
-    """Make the images of `requests` that `manifest_path` does not list yet.
+           out_like: str = "source", scorer: PoseScorer | None = None, min_pckh: float | None = None,
+           keep: int | None = None) -> Rendered:
+    """Make the images of `requests` that a previous run did not finish (`_resume`).
 
-    Requests sharing an `image` are candidates for it (contiguous, each batch holds whole groups): with a
-    `scorer`, each is scored by PCKh against its target pose and the best is kept, if it reaches `min_pckh`.
+    With `keep` = N, the requests sharing a `pid` are one identity's candidates: each is encoded and, with a
+    `scorer`, scored by PCKh against its target pose on the bytes that are written; once all of an identity's
+    candidates are in, whatever the batches, the N best that reach `min_pckh` are written (`select`). Without
+    `keep`, every request is its own image (evaluate's pairs).
 
     Each output has the size of its source crop (`out_like="source"`) or, in evaluate, of the target it is
     scored against (`out_like="target"`), or `out_size` (H, W) when given.
-    Sources are decoded in DataLoader workers, heatmaps drawn on the device, and images encoded by a pool of
-    threads (PIL releases the GIL) while the model runs the next batches: one writer thread keeps the manifest
-    appends in order, each batch's rows only once its images are on disk (.png or .jpg by the name).
-    Returns (images made now, already done, dropped under min_pckh).
+    Sources are decoded in DataLoader workers, heatmaps drawn on the device, images encoded by a pool of threads
+    (PIL releases the GIL) and scored in the scorer's processes while the model runs the next batches; one writer
+    thread keeps the writes in order, an identity's manifest rows only once its images are on disk (.png or .jpg
+    by the name).
     """
-    out_dir = manifest_path.parent
-    done = read_manifest(manifest_path)
-    # A row made by another checkpoint is stale: its image is made again.
-    current = done["image"].astype(str) + "|" + done["checkpoint"].astype(str)
-    done = done[current.isin(set(requests["image"].astype(str) + "|" + requests["checkpoint"].astype(str)))]
-    with atomic_open(manifest_path, "w", encoding="utf-8", newline="") as f:
-        done.to_csv(f, index=False, lineterminator="\n", columns=MANIFEST_COLUMNS)
-    todo = requests[~requests["image"].isin(set(done["image"]))].reset_index(drop=True)
-    group = int(requests["image"].value_counts().max()) if len(requests) else 1
-    batch_size = -(-batch_size // group) * group  # Whole groups of candidates per batch.
+    unit = "pid" if keep else "image"
+    todo = _resume(requests, unit, keep or 1, min_pckh, manifest_path)
+    already = len(read_manifest(manifest_path))
     loader = DataLoader(_Requests(todo, poses, size, out_size, out_like), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, pin_memory=dev.type == "cuda")
     use_bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
     pending: list[Future] = []
-    dropped = 0
     encoders = ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1))
+    sink = _Selector(manifest_path, unit, todo[unit].value_counts(), keep or 1, min_pckh, scorer, jpeg_quality,
+                     encoders)
     with encoders, ThreadPoolExecutor(max_workers=1) as writer, torch.inference_mode():
         bar = tqdm(total=len(todo), desc="generate", unit="img", disable=not progress)
         for index, src_img, src_pose, tgt_pose, out_hw, out_pose in loader:
@@ -335,17 +473,14 @@ def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, man
             with torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext():
                 refined = model(src_img, src_maps, tgt_maps)[1].float()
             pixels = to_uint8_sized(refined, out_hw)
-            rows = todo.iloc[index.numpy()]
-            pending.append(writer.submit(_write_batch, encoders, out_dir, manifest_path, rows, pixels,
-                                         out_pose.numpy(), scorer, min_pckh, jpeg_quality))
+            pending.append(writer.submit(sink.add, todo.iloc[index.numpy()], pixels, out_pose.numpy()))
             while len(pending) > 3:  # Bounded: memory stays flat however many images are planned.
-                dropped += pending.pop(0).result()
+                pending.pop(0).result()
             bar.update(len(index))
         for future in pending:
-            dropped += future.result()
+            future.result()
         bar.close()
-    images = todo["image"].nunique()
-    return images - dropped, requests["image"].nunique() - images, dropped
+    return Rendered(sink.made, already, sink.short, sink.unscorable)
 
 
 def load_for_inference(checkpoint: str | os.PathLike, device: str) -> tuple[torch.nn.Module, dict, torch.device]:
@@ -366,36 +501,46 @@ def generate(images: str | os.PathLike, checkpoint: str | os.PathLike, poses: st
              device: str = "auto", progress: bool = True) -> GenerateResult:
     """Generate `cfg.per_id` images for every identity of `images` (this shard's share of them).
 
-    Reruns skip what is done; the result does not depend on batch size or sharding.
+    Reruns skip what is done; the result does not depend on batch size, sharding or scoring processes. Runs of
+    POOL_MIN_CANDIDATES or more score in spawned processes by default, so a script that calls this needs the
+    usual `if __name__ == "__main__":` guard (or `score_processes=0`).
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
     if cfg.candidates < 1:
         raise InputError(f"--candidates {cfg.candidates}: need at least 1")
+    if cfg.score_processes is not None and cfg.score_processes < 0:
+        raise InputError(f"--score-processes {cfg.score_processes}: need 0 (score in this process) or more")
     scorer = PoseScorer.offline() if cfg.score else None
     if scorer is None and (cfg.candidates > 1 or cfg.min_pckh is not None):
         raise InputError("--candidates and --min-pckh score images by pose consistency, which needs the offline "
                          "pose backend (`make pose` installs MediaPipe)" + ("" if cfg.score else "; drop --no-score"))
     model, info, dev = load_for_inference(checkpoint, device)
     pose_table = read_poses(poses)
-    image_set = scan_images(images, layout=cfg.layout)
+    image_set = scan_images(images, layout=cfg.layout, splits=("train",))
     requests, unusable = plan(image_set, pose_table, cfg, shard)
     requests["strategy"], requests["checkpoint"], requests["step"], requests["version"] = (
         cfg.strategy, info["checkpoint"], info["step"], info["version"])
     name = "manifest.csv" if shard[1] == 1 else f"manifest.shard-{shard[0]}-of-{shard[1]}.csv"
     manifest_path = out_dir / name
-    made, already, dropped = render(model, requests, pose_table, manifest_path, info["size"], info["sigma"], dev,
-                                    cfg.batch_size, cfg.num_workers, cfg.jpeg_quality, progress, cfg.out_size,
-                                    scorer=scorer, min_pckh=cfg.min_pckh)
+    if scorer is not None:
+        scorer.processes = scoring_processes(cfg.score_processes, len(requests))
+    with scorer or nullcontext():
+        made, already, short, unscorable = render(
+            model, requests, pose_table, manifest_path, info["size"], info["sigma"], dev, cfg.batch_size,
+            cfg.num_workers, cfg.jpeg_quality, progress, cfg.out_size, scorer=scorer, min_pckh=cfg.min_pckh,
+            keep=cfg.per_id)
     manifest = read_manifest(manifest_path)
     scores = pd.to_numeric(manifest["pckh"], errors="coerce")
     if len(manifest):
-        sheet = contact_sheet(manifest, out_dir, dict(zip(image_set.images["name"], image_set.images["path"])))
+        sheet = contact_sheet(manifest, out_dir, dict(zip(image_set.images["name"], image_set.images["path"])),
+                              pose_table)
         preview = "preview.png" if shard[1] == 1 else f"preview.shard-{shard[0]}-of-{shard[1]}.png"
         save_png(out_dir / preview, sheet)
     return GenerateResult(out_dir, manifest_path, made, already, requests["pid"].nunique(), unusable,
-                          time.perf_counter() - start, dropped, cfg.candidates, scorer.name if scorer else None,
-                          float(scores.mean()) if scores.notna().any() else None, cfg.score)
+                          time.perf_counter() - start, short, cfg.candidates, scorer.name if scorer else None,
+                          float(scores.mean()) if scores.notna().any() else None, cfg.score, unscorable,
+                          scorer.processes if scorer else 0)
 
 
 def merge(out_dirs: list[str | os.PathLike], output: str | os.PathLike | None = None) -> Path:
@@ -413,6 +558,8 @@ def merge(out_dirs: list[str | os.PathLike], output: str | os.PathLike | None = 
             table["image"] = [os.path.relpath(path.parent / p, output.parent) for p in table["image"]]
             parts.append(table)
     merged = pd.concat(parts, ignore_index=True).drop_duplicates("image").sort_values(["pid", "image"])
+    if merged.empty:  # Shards killed before their first batch: nothing to train on, say so rather than write it.
+        raise InputError(f"{', '.join(map(str, out_dirs))}: the shard manifests list no image yet (rerun the shards)")
     with atomic_open(output, "w", encoding="utf-8", newline="") as f:
         merged.to_csv(f, index=False, lineterminator="\n", columns=MANIFEST_COLUMNS)
     return output

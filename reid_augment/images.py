@@ -1,8 +1,10 @@
 """The data layer: find the images of a re-ID folder, name them, and decode them safely.
 
 Layouts (see `layouts`): Market-1501, CUHK03-NP and DukeMTMC-reID roots, MSMT17 V1/V2 roots with list files,
-a flat folder of such names, or `<root>/<person_id>/<image>`. Images are keyed by file name (by
-`<person_id>/<image>` in the last layout), so names must be unique within a data set.
+a flat folder of such names (or of torchreid's CUHK03 names), or `<root>/<person_id>/<image>`. Images are keyed
+by file name (by `<person_id>/<image>` in the last layout), so names must be unique among the images a command
+reads: MSMT17 numbers its training and test persons from 0000 each, so a command that reads only the training
+split may meet a name that its test split holds too.
 """
 
 from __future__ import annotations
@@ -20,33 +22,44 @@ from .errors import InputError
 from .layouts import IMAGE_EXTENSIONS, MARKET_SPLITS, Layout, detect_layout, layout_entries  # noqa: F401
 
 # Person and camera of a re-ID file name: Market-1501, CUHK03-NP, DukeMTMC-reID (`<person>_c<camera>...`, groups
-# 1-2) or MSMT17 (`<person>_<index>_<camera>_<date>_<frame>_<n>`, groups 3-4).
-_NAME = re.compile(r"^(?:(-1|\d+)_c(\d+)|(\d+)_\d+_(\d+)_)")
+# 1-2), torchreid's CUHK03 (`<campus pair>_<person>_<view>_<index>`, `1_001_1_01.png`: the person is pair and
+# number, `1_001`, the camera the view; groups 3-4) or MSMT17 (`<person>_<index>_<camera>_<date>_<frame>_<n>`,
+# groups 5-6). MSMT17's date has letters (`0303morning`), so its names never take the CUHK03 branch.
+_NAME = re.compile(r"^(?:(-1|\d+)_c(\d+)|(\d_\d{3})_([12])_\d{2}(?=[._]|$)|(\d+)_\d+_(\d+)_)")
 # Market-1501's distractors and junk boxes (person -1 or 0000), in a Market-style name or as the person folder.
 _DISTRACTOR_NAME = re.compile(r"^(?:-1|0000)(?:_c\d|/)")
 COLUMNS = ["name", "path", "person_id", "camera_id", "split"]
 
 
+def _person_camera(found: re.Match) -> tuple[str, int]:
+    groups = found.groups()
+    first = 0 if groups[0] is not None else 2 if groups[2] is not None else 4
+    return groups[first], int(groups[first + 1])
+
+
 def _match(base: str) -> tuple[str, int] | None:
     """(person, camera) of a file name, or None."""
     found = _NAME.match(base)
-    return (found.group(1) or found.group(3), int(found.group(2) or found.group(4))) if found else None
+    return _person_camera(found) if found else None
 
 
 def parse_market_name(name: str) -> tuple[str, int]:
     """Person id (as written, e.g. '0002') and camera id of a re-ID file name: Market-1501, CUHK03-NP and
-    DukeMTMC-reID (`<person>_c<camera>...`) or MSMT17 (camera: the third `_` field).
+    DukeMTMC-reID (`<person>_c<camera>...`), torchreid's CUHK03 (person: campus pair and number; camera: the
+    view) or MSMT17 (camera: the third `_` field).
 
     Examples:
         >>> parse_market_name("0002_c1s1_000451_03.jpg")
         ('0002', 1)
+        >>> parse_market_name("1_001_2_07.png")
+        ('1_001', 2)
         >>> parse_market_name("0000_000_01_0303morning_0015_0.jpg")
         ('0000', 1)
     """
     found = _match(os.path.basename(name))
     if found is None:
         raise ValueError(f"{name}: not a re-ID file name (<person>_c<camera>..., e.g. 0002_c1s1_000451_03.jpg, "
-                         f"or MSMT17's 0000_000_01_0303morning_0015_0.jpg)")
+                         f"CUHK03's 1_001_1_01.png or MSMT17's 0000_000_01_0303morning_0015_0.jpg)")
     return found
 
 
@@ -60,15 +73,17 @@ def identities(names) -> tuple[np.ndarray, np.ndarray]:
         InputError: a name is neither.
     """
     pids, cams = [], []
-    match = _NAME.match  # Inline, not _match: this loop runs over every name of a pose file.
+    match = _NAME.match  # This loop runs over every name of a pose file.
     for name in names:
         folder, sep, base = name.partition("/")
         found = match(base.rpartition("/")[2] if sep else name)
         if not sep and found is None:
-            raise InputError(f"{name}: image name is neither a re-ID file name (0002_c1s1_000451_03.jpg, "
-                             f"0001_c2_f0046182.jpg, 0000_000_01_0303morning_0015_0.jpg) nor <person_id>/<image>")
-        pids.append(folder if sep else found.group(1) or found.group(3))
-        cams.append(int(found.group(2) or found.group(4)) if found else -1)
+            raise InputError(f"{name[:80]}: image name is neither a re-ID file name (0002_c1s1_000451_03.jpg, "
+                             f"0001_c2_f0046182.jpg, 1_001_1_01.png, 0000_000_01_0303morning_0015_0.jpg) nor "
+                             f"<person_id>/<image>")
+        person, camera = _person_camera(found) if found else (None, -1)
+        pids.append(folder if sep else person)
+        cams.append(camera)
     return np.array(pids, dtype=object), np.array(cams, dtype=np.int64)
 
 
@@ -92,16 +107,28 @@ class ImageSet:
     layout: Layout | None = None
 
 
-def scan_images(root: str | os.PathLike, include_distractors: bool = False, layout: str | None = None) -> ImageSet:
+def scan_images(root: str | os.PathLike, include_distractors: bool = False, layout: str | None = None,
+                splits: tuple[str, ...] | None = None) -> ImageSet:
     """Find the images under `root` (layout detected, or forced with `layout`) and name them, without decoding.
 
+    `splits` ('train', 'val', 'query', 'test'; default: all, or those of a `Layout` given as `root`) are the
+    splits read: a command that keys only training images by name reads only them, so a name that MSMT17's test
+    split holds too does not stop it. Images an MSMT17 list names but the folder lacks are skipped, with reasons.
+
     Raises:
-        InputError: `root` is not a folder, holds no image, is not a known layout, or two images share a name.
+        InputError: `root` is not a folder, holds no image, is not a known layout, or two images read share a name.
     """
     found = detect_layout(root, layout)
+    if splits is not None:
+        found = found.only(*splits)
     rows: list[tuple[str, str, str, int, str]] = []
     skipped: list[tuple[str, str]] = []
     entries = layout_entries(found)
+    if found.kind == "msmt17":  # Listed is not present: say which listed images are missing.
+        present = [path.is_file() for _, path, _ in entries]
+        skipped += [(name, f"listed for {split} but no such file ({path})")
+                    for (name, path, split), ok in zip(entries, present) if not ok]
+        entries = [entry for entry, ok in zip(entries, present) if ok]
     if found.kind == "by-person":
         names = [n for n, _, _ in entries]
         pids, cams = identities(names) if names else ([], [])
@@ -115,13 +142,15 @@ def scan_images(root: str | os.PathLike, include_distractors: bool = False, layo
             rows.append((name, str(path), parsed[0], parsed[1], split))
     images = pd.DataFrame(rows, columns=COLUMNS)
     if images.empty:
-        raise InputError(f"{found.root}: no image files found ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise InputError(f"{found.root}: no image files found ({', '.join(sorted(IMAGE_EXTENSIONS))}){first}")
     dup = images["name"].duplicated(keep=False)
     if dup.any():
         first = images[dup].sort_values("name").head(2)
+        read = f"the {', '.join(found.splits)} images" if found.splits else "the images of all its splits"
         raise InputError(f"{found.root}: two images share the name {first['name'].iloc[0]!r} ({first['path'].iloc[0]} "
                          f"and {first['path'].iloc[1]}); pose and pair files key images by name, so names must be "
-                         f"unique within a data set")
+                         f"unique among {read}")
     distractor = distractors(images["name"])
     if not include_distractors:
         images = images[~distractor].reset_index(drop=True)

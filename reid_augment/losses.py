@@ -54,7 +54,8 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float | torch.Tensor = 2.
     stack = torch.stack([x, y, x * x, y * y, x * y])  # [5, N, C, H, W]
     mu_x, mu_y, xx, yy, xy = rows @ stack @ cols.T
     var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
-    r = torch.as_tensor(data_range, dtype=dtype, device=x.device).reshape(-1, 1, 1, 1)
+    # A number stays a number (a kernel argument): a tensor made from it would be a blocking host copy per call.
+    r = data_range.to(x.device, dtype).reshape(-1, 1, 1, 1) if torch.is_tensor(data_range) else float(data_range)
     c1, c2 = (k1 * r) ** 2, (k2 * r) ** 2
     s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return s.mean(dim=(1, 2, 3)).reshape(n)

@@ -56,16 +56,19 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """U-Net decoder: at each level, concatenate the skip, a residual block, then upsample and 1x1 conv.
 
-    [N, bottom_channels, h, w] plus the skips of `Encoder` -> [N, out_channels, H, W].
+    [N, bottom_channels, h, w] plus the skips of `Encoder` -> [N, out_channels, H, W]. `skip_widths` are the
+    channels of each level's skip (the image branch's, or more when other maps are joined to it).
     """
 
-    def __init__(self, widths: list[int], bottom_channels: int, out_channels: int = 3):
+    def __init__(self, skip_widths: list[int], bottom_channels: int, out_channels: int = 3,
+                 widths: list[int] | None = None):
         super().__init__()
+        widths = widths or skip_widths
         self.blocks = nn.ModuleList()
         self.ups = nn.ModuleList()
         channels = bottom_channels
         for level in reversed(range(len(widths))):
-            joined = channels + widths[level]
+            joined = channels + skip_widths[level]
             self.blocks.append(ResBlock(joined))
             if level > 0:
                 self.ups.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
@@ -88,12 +91,18 @@ class DisentangledGenerator(nn.Module):
     f = e_a (+) b_b is mapped back to a [widths[0], h, w] map; without it, the two bottom maps are
     concatenated (the refinement stage keeps the spatial detail).
 
+    Two departures from the paper, off by default: `pose_skips` joins the pose branch's feature map of each
+    level to the image branch's skip; `pose_to_decoder` joins the target pose itself (its heatmaps, area-resized
+    to each level) to every skip, so each decoder level sees where the joints go at its own resolution.
+
     [N, C_img, H, W], [N, C_pose, H, W] -> [N, 3, H, W].
     """
 
     def __init__(self, image_channels: int, pose_channels: int, widths: list[int],
-                 image_size: tuple[int, int], z_dim: int | None):
+                 image_size: tuple[int, int], z_dim: int | None, pose_skips: bool = False,
+                 pose_to_decoder: bool = False):
         super().__init__()
+        self.pose_skips, self.pose_to_decoder = pose_skips, pose_to_decoder
         self.image_encoder = Encoder(image_channels, widths)
         self.pose_encoder = Encoder(pose_channels, widths)
         scale = 2 ** (len(widths) - 1)
@@ -107,11 +116,18 @@ class DisentangledGenerator(nn.Module):
             bottom_channels = widths[0]
         else:
             bottom_channels = 2 * widths[-1]
-        self.decoder = Decoder(widths, bottom_channels)
+        skip_widths = [w * (2 if pose_skips else 1) + (pose_channels if pose_to_decoder else 0) for w in widths]
+        self.decoder = Decoder(skip_widths, bottom_channels, widths=widths)
 
     def forward(self, image_input: torch.Tensor, pose_input: torch.Tensor) -> torch.Tensor:
         skips = self.image_encoder(image_input)
-        e_a, b_b = skips[-1], self.pose_encoder(pose_input)[-1]
+        pose_features = self.pose_encoder(pose_input)
+        e_a, b_b = skips[-1], pose_features[-1]
+        if self.pose_skips:
+            skips = [torch.cat([s, p], dim=1) for s, p in zip(skips, pose_features)]
+        if self.pose_to_decoder:
+            skips = [torch.cat([s, nn.functional.adaptive_avg_pool2d(pose_input, s.shape[-2:])], dim=1)
+                     for s in skips]
         if self.z_dim:
             f = torch.cat([self.image_fc(e_a.flatten(1)), self.pose_fc(b_b.flatten(1))], dim=1)
             x = self.joint_fc(f).view(e_a.shape[0], -1, *self.bottom_size)
@@ -156,18 +172,53 @@ def refined_image(ref: nn.Module, src_img: torch.Tensor, coarse: torch.Tensor, t
 
 
 class VDG(nn.Module):
-    """Reconstruction stage G_rec (coarse image) and refinement stage G_ref (a residual, Eq. 4)."""
+    """Reconstruction stage G_rec (coarse image) and refinement stage G_ref (a residual, Eq. 4).
 
-    def __init__(self, cfg: ModelConfig):
+    `refine` is False while G_ref has not trained (a reconstruction-stage checkpoint): the output is then the
+    coarse image, not the coarse image plus an untrained residual.
+    """
+
+    def __init__(self, cfg: ModelConfig, refine: bool = True):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.refine = cfg, refine
         k = cfg.num_joints
+        options = {"pose_skips": cfg.pose_skips, "pose_to_decoder": cfg.pose_to_decoder}
         self.rec = DisentangledGenerator(3 + k, k, [cfg.base_channels * (i + 1) for i in range(cfg.num_levels)],
-                                         cfg.image_size, cfg.z_dim)
-        self.ref = DisentangledGenerator(3 + 3, k, [cfg.ref_channels] * cfg.ref_levels, cfg.image_size, None)
+                                         cfg.image_size, cfg.z_dim, **options)
+        self.ref = DisentangledGenerator(3 + 3, k, [cfg.ref_channels] * cfg.ref_levels, cfg.image_size, None,
+                                         **options)
 
     def forward(self, src_img: torch.Tensor, src_maps: torch.Tensor,
                 tgt_maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (coarse, refined), both [N, 3, H, W]."""
         coarse = coarse_image(self.rec, src_img, src_maps, tgt_maps)
+        if not self.refine:
+            return coarse, coarse.float()
         return coarse, refined_image(self.ref, src_img, coarse, tgt_maps)
+
+
+def warm_start(model: nn.Module, donor: dict[str, torch.Tensor]) -> list[str]:
+    """Copy a trained model's weights into `model`, which may be the same design grown by appended input channels.
+
+    A tensor of the same shape is copied; a larger one (e.g. `pose_to_decoder`'s heatmaps appended to every
+    decoder level's input) gets the donor's weights in its leading slice and zeros elsewhere, so the grown model
+    computes exactly what the donor did until training moves the new weights. Returns the names of grown tensors.
+
+    Raises:
+        ValueError: a tensor is missing from the donor or smaller than the donor's.
+    """
+    grown = []
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name not in donor:
+                raise ValueError(f"{name}: not in the donor's weights")
+            old = donor[name].to(tensor.dtype)
+            if old.shape == tensor.shape:
+                tensor.copy_(old)
+                continue
+            if old.dim() != tensor.dim() or any(o > n for o, n in zip(old.shape, tensor.shape)):
+                raise ValueError(f"{name}: donor shape {tuple(old.shape)} does not fit {tuple(tensor.shape)}")
+            tensor.zero_()
+            tensor[tuple(slice(0, o) for o in old.shape)] = old
+            grown.append(name)
+    return grown

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from .config import PairConfig
 from .errors import InputError
 from .fileio import atomic_open, atomic_write_text
 from .images import ImageSet, check_images, distractors, identities, scan_images
+from .layouts import layout_entries
 from .keypoints import valid_pose_mask
 from .poses import PoseTable, read_poses, write_poses
 
@@ -89,30 +91,38 @@ class PairSet:
 
 
 def build_pairs(poses: PoseTable, cfg: PairConfig, images: ImageSet | None = None,
-                test_poses: PoseTable | None = None) -> PairSet:
+                test_poses: PoseTable | None = None, other_images: Collection[str] = ()) -> PairSet:
     """Filter poses by the rule of `cfg` and build train and test pairs.
 
     Args:
         poses: poses of the training images (names are the pair-file keys).
         cfg: filter rule, test split and sampling settings.
-        images: the usable images; pose rows naming other images are reported and dropped, images
-            without a pose row are counted.
+        images: the usable training images; pose rows naming images the folder lacks are reported and
+            dropped, images without a pose row are counted.
         test_poses: a separate annotation file of the test split (Market-1501 protocol); its
             identities are removed from training. Without it, `cfg.test_ids` identities are held out.
+        other_images: names of the folder's other images (query, gallery, validation, unreadable ones):
+            their pose rows are left out without a warning, since the images exist (a pose file of a whole
+            data set holds them).
     """
     warnings: list[str] = []
     stats: dict[str, int] = {}
     names = poses.names
     if images is not None:
         known = set(images.images["name"])
-        unknown = ~np.isin(names, list(known))
-        for name, line in list(zip(names[unknown], poses.lines[unknown]))[:5]:
+        usable = _isin(names, known)
+        present = _isin(names, other_images) & ~usable
+        keep = usable | (present & distractors(names))  # Distractors are counted as such below.
+        missing = ~usable & ~present
+        for name, line in list(zip(names[missing], poses.lines[missing]))[:5]:
             warnings.append(f"line {line}: {name}: no such image in the folder; row ignored")
-        if unknown.sum() > 5:
-            warnings.append(f"... and {unknown.sum() - 5} more pose rows naming unknown images")
-        stats["pose_rows_unknown_image"] = int(unknown.sum())
+        if missing.sum() > 5:
+            warnings.append(f"... and {missing.sum() - 5} more pose rows naming images the folder lacks")
+        stats["pose_rows_read"] = len(names)
+        stats["pose_rows_unknown_image"] = int(missing.sum())
+        stats["pose_rows_other_images"] = int((present & ~keep).sum())
         stats["images_without_pose_row"] = int(len(known - set(names)))
-        poses = poses.subset(~unknown)
+        poses = poses.subset(keep)
     pids, cams = identities(poses.names)
     distractor = distractors(poses.names)
     valid = valid_pose_mask(poses.coords, cfg.require_joints, cfg.min_joints)
@@ -173,10 +183,13 @@ def read_pair_file(path: str | os.PathLike) -> pd.DataFrame:
         raise InputError(f"{path}: no such pairs file (run `reid-augment build-pairs` first)")
     try:
         pairs = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not a pairs CSV ({err})") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not a pairs CSV (not UTF-8 text: byte {err.start})") from None
+    except ValueError as err:  # pandas' ParserError and EmptyDataError are ValueErrors.
+        raise InputError(f"{path}: not a pairs CSV ({' '.join(str(err).split())[:120]})") from None
     if not {"from", "to"} <= set(pairs.columns):
-        raise InputError(f"{path}: a pairs CSV needs the columns 'from' and 'to', found {list(pairs.columns)}")
+        raise InputError(f"{path}: a pairs CSV needs the columns 'from' and 'to', found "
+                         f"{[str(c)[:40] for c in pairs.columns[:6]]}")
     return pairs
 
 
@@ -200,9 +213,10 @@ def run_build_pairs(images_root: str | os.PathLike, workdir: str | os.PathLike, 
 
     Without `poses_path`, poses are estimated with `pose_backend` and written to `workdir/poses.csv` first.
     """
-    image_set = check_images(scan_images(images_root, layout=layout), n_jobs=n_jobs)
-    train_images = ImageSet(image_set.images[image_set.images["split"] == "train"], image_set.skipped,
-                            image_set.distractors, image_set.layout)
+    train_images = check_images(scan_images(images_root, layout=layout, splits=("train",)), n_jobs=n_jobs)
+    every_split = layout_entries(replace(train_images.layout, splits=None))  # Names only: they may repeat.
+    usable = set(train_images.images["name"])
+    other_images = {name for name, _, _ in every_split} - usable
     if poses_path is None:
         from .estimate import estimate_poses
 
@@ -213,14 +227,17 @@ def run_build_pairs(images_root: str | os.PathLike, workdir: str | os.PathLike, 
             raise InputError(f"{err} [build-pairs: pass --poses FILE, or --pose-backend mediapipe]") from None
     poses = read_poses(poses_path)
     test_poses = read_poses(test_poses_path) if test_poses_path is not None else None
-    pair_set = build_pairs(poses, cfg, train_images, test_poses)
+    for path, table in ((poses_path, poses), (test_poses_path, test_poses)):
+        if table is not None and len(table) == 0:
+            raise InputError(f"{path}: no pose rows, only the header; nothing to pair")
+    pair_set = build_pairs(poses, cfg, train_images, test_poses, other_images)
     if pair_set.stats["kept"] == 0:
         pair_set.warnings.append(f"{poses_path}: no image has a usable pose under the filter rule; check the pose "
                                  f"file, loosen --require-joints, or estimate poses (drop --poses; `make pose` "
                                  f"installs the pose backends)")
-    pair_set.stats.update(images_found=len(image_set.images) + len(image_set.skipped),
-                          images_unreadable=len(image_set.skipped), distractor_images=image_set.distractors)
-    pair_set.warnings[:0] = [f"{name}: {reason}; skipped" for name, reason in image_set.skipped]
+    pair_set.stats.update(images_found=len(train_images.images) + len(train_images.skipped),
+                          images_unreadable=len(train_images.skipped), distractor_images=train_images.distractors)
+    pair_set.warnings[:0] = [f"{name}: {reason}; skipped" for name, reason in train_images.skipped]
     save_pair_set(workdir, pair_set, cfg)
     return pair_set
 
@@ -229,8 +246,10 @@ def summarize(pair_set: PairSet, workdir: str | os.PathLike) -> str:
     """One paragraph for the end of `build-pairs`."""
     s = pair_set.stats
     return (
-        f"Read {s['images_found']} images ({s['images_unreadable']} unreadable, {s['distractor_images']} distractors "
-        f"excluded) and {s['pose_rows']} pose rows ({s['pose_rows_unknown_image']} for unknown images). Kept "
+        f"Read {s['images_found']} training images ({s['images_unreadable']} unreadable, {s['distractor_images']} "
+        f"distractors excluded) and {s.get('pose_rows_read', s['pose_rows'])} pose rows "
+        f"({s['pose_rows_unknown_image']} for images the folder lacks, {s.get('pose_rows_other_images', 0)} for its "
+        f"other splits' or unreadable images). Kept "
         f"{s['kept']} images: {s['pose_less']} dropped as pose-less, {s['images_without_pose_row']} had no pose row. "
         f"Training: {s['train_images']} images of {s['train_identities']} identities "
         f"({s['single_image_identities']} with a single image, so no pair), {s['train_pairs']} pairs. "

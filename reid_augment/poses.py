@@ -55,7 +55,10 @@ class PoseTable:
 
 
 def _parse_joints(text: str) -> list[float]:
-    values = json.loads(text)
+    try:
+        values = json.loads(text)
+    except RecursionError:
+        raise ValueError("joints nested too deeply") from None
     if not isinstance(values, list) or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
     ):
@@ -69,13 +72,16 @@ def read_poses(path: str | os.PathLike) -> PoseTable:
     """Read a Def-GAN/PATN annotation CSV.
 
     Raises:
-        InputError: missing file, wrong header, or malformed rows (each named by its line number).
+        InputError: missing file, not UTF-8 text, wrong header, or malformed rows (each named by its line number).
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such pose file")
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    try:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark from a spreadsheet is no header error.
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not a pose CSV (not UTF-8 text: byte {err.start})") from None
     if not lines or lines[0].replace(" ", "") != HEADER:
         raise InputError(f"{path}: line 1: expected the header {HEADER!r}, got {lines[0][:60] if lines else ''!r}")
     names, coords, numbers, errors = [], [], [], []
@@ -88,11 +94,13 @@ def read_poses(path: str | os.PathLike) -> PoseTable:
             if len(parts) != 3:
                 raise ValueError("expected 'name: [y...]: [x...]'")
             name = parts[0].strip()
+            if not name:
+                raise ValueError("no image name")
             if name in seen:
-                raise ValueError(f"{name} already given on line {seen[name]}")
+                raise ValueError(f"{name[:60]} already given on line {seen[name]}")
             ys, xs = _parse_joints(parts[1]), _parse_joints(parts[2])
         except ValueError as err:  # json.JSONDecodeError is a ValueError too.
-            errors.append(f"line {lineno}: {err}")
+            errors.append(f"line {lineno}: {' '.join(str(err).split())[:100]}")
             continue
         seen[name] = lineno
         names.append(name)

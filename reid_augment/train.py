@@ -3,14 +3,19 @@
 Run dir: recipe.yaml (resolved), stats.jsonl (losses), samples/step-XXXXXXX.png, checkpoints/latest.pt and a
 snapshot checkpoints/step-XXXXXXX.pt at the end of each stage. Multi-GPU: launch with torchrun (DDP);
 rank 0 alone writes.
+
+On CUDA a training step does not wait for the GPU: the host syncs only at log, sample and checkpoint intervals.
+REID_AUGMENT_SYNC_DEBUG=error (or warn) makes any other sync inside a step raise (or warn), from a stage's second
+step on (its first one sets up kernels and wrappers): `torch.cuda.set_sync_debug_mode` around the steps.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,6 +27,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, model_config_of, rng_state, save_checkpoint, set_rng_state
 from .config import ModelConfig, Recipe, dump_recipe, recipe_to_dict
+from .device import autocast as make_autocast
 from .device import resolve_device  # noqa: F401  (also imported from here by older code)
 from .data import StepSampler, load_training_data, resolve_pairs, to_uint8
 from .errors import InputError, TrainingError
@@ -30,7 +36,7 @@ from .generator_file import write_generator
 from .images import scan_images
 from .keypoints import body_masks, draw_skeleton, to_heatmaps
 from .losses import discriminator_loss, generator_adversarial_loss, image_loss, l1
-from .networks import VDG, Discriminator, coarse_image, refined_image
+from .networks import VDG, Discriminator, coarse_image, refined_image, warm_start
 from .pairs import read_pair_file
 from .preview import grid
 from .poses import read_poses
@@ -74,8 +80,9 @@ def _sample_grid(model: VDG, batch: dict, size: tuple[int, int]) -> np.ndarray:
     return grid(zip(*columns))
 
 
-def _prepare(batch: dict, cfg: ModelConfig, channels_last: bool, masks: bool = True) -> dict:
-    """Draw a batch's heatmaps and (for the refinement stage's masked losses) target body masks on its device."""
+def prepare_batch(batch: dict, cfg: ModelConfig, channels_last: bool, masks: bool = True) -> dict:
+    """Draw a batch of `TrainingData.batch` its heatmaps and (for the refinement stage's masked losses) target body
+    masks on its device, as the step functions take it."""
     batch["src_maps"] = to_heatmaps(batch["src_pose"], cfg.image_size, cfg.heatmap_sigma)
     batch["tgt_maps"] = to_heatmaps(batch["tgt_pose"], cfg.image_size, cfg.heatmap_sigma)
     if masks:
@@ -94,7 +101,8 @@ def _truncate_stats(path: Path, step: int) -> None:
         atomic_write_text(path, "".join(ln + "\n" for ln in lines))
 
 
-# Settings that change what a run computes; the others (steps, logging, workers, compile) may change on resume.
+# Settings that change what a run computes; the others (logging, workers, compile, ref_steps) may change on resume,
+# and rec_steps as `_stage_diff` allows.
 _RUN_DEFINING_TRAIN = ("batch_size", "lr", "beta1", "beta2", "flip", "seed", "amp")
 
 
@@ -104,10 +112,24 @@ def resume_diff(state: dict, recipe: Recipe, world: int) -> list[str]:
     new = recipe_to_dict(recipe)
     diffs = [f"train.{k}: {old.get('train', {}).get(k)} -> {new['train'][k]}" for k in _RUN_DEFINING_TRAIN
              if old.get("train", {}).get(k) != new["train"][k]]
+    diffs += _stage_diff(state.get("step", 0), old.get("train", {}).get("rec_steps"), new["train"]["rec_steps"])
     diffs += [f"loss.{k}: {v} -> {new['loss'][k]}" for k, v in old.get("loss", {}).items() if new["loss"].get(k) != v]
     if state.get("world_size", 1) != world:
         diffs.append(f"world size: {state.get('world_size', 1)} -> {world}")
     return diffs
+
+
+def _stage_diff(step: int, old_rec: int | None, new_rec: int) -> list[str]:
+    """A reconstruction-stage checkpoint may move the stage's end, not below its step (that extends a run, or ends
+    the stage where a time limit stopped it); a refinement-stage one may not (a larger rec_steps would train the
+    reconstruction stage again, a smaller one shift the refinement steps)."""
+    if old_rec is None or old_rec == new_rec:
+        return []
+    if step > old_rec:
+        return [f"train.rec_steps: {old_rec} -> {new_rec} (the checkpoint is in the refinement stage, step {step})"]
+    if new_rec < step:
+        return [f"train.rec_steps: {old_rec} -> {new_rec} (below the checkpoint's step {step})"]
+    return []
 
 
 # The GAN phases (STYLE.md): each step is a function of the modules, the optimiser and the batch.
@@ -162,9 +184,63 @@ def _all_reduce(tensor: torch.Tensor, ctx: "_Dist", op=dist.ReduceOp.SUM) -> tor
     return tensor
 
 
+def _any_rank(nonfinite: torch.Tensor, out_of_time: bool, ctx: "_Dist") -> tuple[bool, bool]:
+    """Whether any process saw a non-finite loss, and whether any ran out of time: one all-reduce, one sync."""
+    flags = torch.stack([nonfinite, torch.full_like(nonfinite, float(out_of_time))])
+    bad, late = _all_reduce(flags, ctx, dist.ReduceOp.MAX).tolist()
+    return bool(bad), bool(late)
+
+
+@contextmanager
+def _sync_debug(mode: str | None):
+    """Inside, a host-device sync warns or raises (`mode` 'warn' or 'error'; None: nothing is checked)."""
+    if not mode:
+        yield
+        return
+    old = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode(mode)
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(old)
+
+
+class _WaitClock:
+    """Seconds spent making batches. On a GPU the host returns from the batch call before the batch is made, so
+    there it is the GPU's time between CUDA events recorded around the call, read at log intervals only."""
+
+    def __init__(self, dev: torch.device):
+        self.cuda, self.seconds, self.pending = dev.type == "cuda", 0.0, []
+
+    def __enter__(self) -> None:
+        if self.cuda:
+            self.pending.append(torch.cuda.Event(enable_timing=True))
+            self.pending[-1].record()
+        else:
+            self.start = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            self.pending.append(torch.cuda.Event(enable_timing=True))
+            self.pending[-1].record()
+        else:
+            self.seconds += time.perf_counter() - self.start
+
+    def take(self) -> float:
+        """The seconds since the last take (on a GPU, waits for the last batch)."""
+        if self.pending:
+            self.pending[-1].synchronize()
+            pairs = zip(self.pending[::2], self.pending[1::2])
+            self.seconds += sum(start.elapsed_time(end) for start, end in pairs) / 1000
+        seconds, self.seconds, self.pending = self.seconds, 0.0, []
+        return seconds
+
+
 def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
           pairs: str | os.PathLike, poses: str | os.PathLike, stage: str = "all", device: str = "auto",
-          resume: bool = False, progress: bool = True, force: bool = False, tensorboard: bool = False) -> Path:
+          resume: bool = False, progress: bool = True, force: bool = False, tensorboard: bool = False,
+          time_limit: float | None = None, init_from: str | os.PathLike | None = None,
+          checkpoints: bool = True) -> Path:
     """Train VDG on the pairs of `pairs` and return the path of the last checkpoint.
 
     Rerunning into the same `run_dir` continues from `checkpoints/latest.pt` exactly where it stopped
@@ -179,6 +255,14 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
         recipe: model, loss and loop settings (the model config of a resumed checkpoint wins).
         stage: 'rec' (reconstruction only), 'ref' (refinement, needs a finished 'rec'), or 'all'.
         tensorboard: also write the logged scalars and sample grids as TensorBoard events (run_dir/tensorboard).
+        time_limit: seconds of training after which the loop stops at a step boundary and checkpoints (a
+            scheduler's wall-clock limit, or an equal-time A/B); rerunning resumes from there. Under torchrun the
+            processes agree on it at log and checkpoint intervals: they stop together, up to log_every steps late.
+        init_from: a trained generator (checkpoint, .safetensors or a bundled name) whose G_rec and G_ref start a
+            new run (see `networks.warm_start`: the recipe's model may add input channels to the donor's design);
+            the discriminator and the optimisers start afresh. Ignored when resuming.
+        checkpoints: False writes no checkpoint and no generator file, not even at the end (for benchmarks: a
+            market1501 model's full checkpoints are GBs); the path returned then names nothing.
     """
     if stage not in STAGES:
         raise InputError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
@@ -212,13 +296,19 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
                              f"settings, a new run dir, or --force")
     model_cfg = model_config_of(state) if state else recipe.model
     recipe = replace(recipe, model=model_cfg)
+    autocast = make_autocast(dev, tc.amp)  # Before the seed: its one-off CPU probe builds a layer (draws numbers).
+    # Every generator a step could draw from starts from the seed, so a run is a function of its recipe, in the
+    # first call of a process or a later one, and a checkpoint's RNG state (all three) continues it exactly.
+    random.seed(tc.seed)
+    np.random.seed(tc.seed)
     torch.manual_seed(tc.seed)
     model = VDG(model_cfg).to(dev)
     disc = Discriminator(model_cfg.disc_channels, model_cfg.disc_levels, model_cfg.image_size).to(dev)
     cuda = dev.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True  # Fixed shapes: let cuDNN pick the fastest kernels once.
-    channels_last = cuda and tc.channels_last
+    # oneDNN's and cuDNN's fast convolution kernels want NHWC: 1.5x on the CPU in float32 (RESULTS.md).
+    channels_last = tc.channels_last
     if channels_last:
         model, disc = model.to(memory_format=torch.channels_last), disc.to(memory_format=torch.channels_last)
     betas = (tc.beta1, tc.beta2)
@@ -235,6 +325,8 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
         opt_disc.load_state_dict(state["opt_disc"])
         set_rng_state(state["rng"])
         step = state["step"]
+    elif init_from is not None:
+        init_from = _warm_start(model, init_from)
     end = tc.rec_steps if stage == "rec" else tc.rec_steps + tc.ref_steps
     if stage == "ref" and step < tc.rec_steps:
         raise InputError(f"--stage ref needs a finished reconstruction stage ({tc.rec_steps} steps); "
@@ -262,12 +354,11 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
         items = [next(stream) for _ in range(per_rank)]
         index = torch.tensor([i for i, _ in items])
         flips = torch.tensor([f for _, f in items])
-        return _prepare(data.batch(index, flips, dev), model_cfg, channels_last, masks=step >= tc.rec_steps)
+        return prepare_batch(data.batch(index, flips, dev), model_cfg, channels_last, masks=step >= tc.rec_steps)
 
-    fixed = _prepare(data.batch(torch.arange(min(4, len(data))), torch.zeros(min(4, len(data)), dtype=torch.bool),
-                                dev), model_cfg, channels_last)
-    use_bf16 = cuda and tc.amp and torch.cuda.is_bf16_supported()
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    shown = min(4, len(data))
+    fixed = prepare_batch(data.batch(torch.arange(shown), torch.zeros(shown, dtype=torch.bool), dev), model_cfg,
+                          channels_last)
     rec_net, ref_net, disc_net = model.rec, model.ref, disc
     if cuda and tc.compile:
         rec_net, ref_net, disc_net = torch.compile(rec_net), torch.compile(ref_net), torch.compile(disc_net)
@@ -279,47 +370,55 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
                         world_size=ctx.world, step=step, stage="rec" if step <= tc.rec_steps else "ref",
                         rec=model.rec.state_dict(), ref=model.ref.state_dict(), disc=disc.state_dict(),
                         opt_rec=opt_rec.state_dict(), opt_ref=opt_ref.state_dict(), opt_disc=opt_disc.state_dict(),
-                        rng=rng_state())
+                        rng=rng_state(), init_from=str(init_from or (state or {}).get("init_from") or ""))
 
     nonfinite = torch.zeros((), device=dev)
     sums: dict[str, torch.Tensor] = {}
-    wait_time, last_log = 0.0, step
+    wait, last_log, first = _WaitClock(dev), step, step
+    sync_mode = os.environ.get("REID_AUGMENT_SYNC_DEBUG") if cuda else None
     bar = tqdm(total=end, initial=step, desc="train", unit="step", disable=not (progress and ctx.main),
                dynamic_ncols=True)
-    tick = time.perf_counter()
+    tick = began = time.perf_counter()
     while step < end:
-        t0 = time.perf_counter()
-        batch = next_batch()
-        wait_time += time.perf_counter() - t0
-        if step < tc.rec_steps:
-            losses = reconstruction_step(rec_train, opt_rec, batch, autocast)
-        else:
-            if ref_train is None:
-                # Freeze G_rec; train G_ref and D from here on. D's BatchNorm buffers stay per process
-                # (broadcast_buffers=False): D is always in train mode, so its running statistics are never used,
-                # and broadcasting them between its two forward calls breaks the backward on torch >= 2.6.
-                model.rec.requires_grad_(False).eval()
-                rec_train = None
-                ref_train = _wrap(ref_net, dev, ctx)
-                disc_train = _wrap(disc_net, dev, ctx, broadcast_buffers=False)
-            with autocast():
-                with torch.no_grad():
-                    coarse = coarse_image(rec_net, batch["src_img"], batch["src_maps"], batch["tgt_maps"])
-                refined = refined_image(ref_train, batch["src_img"], coarse, batch["tgt_maps"])
-            losses = discriminator_step(disc_train, opt_disc, batch, refined, autocast)
-            losses.update(generator_step(disc_net, opt_ref, batch, refined, recipe.loss, autocast))
-        for key, value in losses.items():
-            nonfinite = torch.maximum(nonfinite, (~torch.isfinite(value)).float())
-            sums[key] = sums.get(key, 0.0) + value
+        with _sync_debug(sync_mode if step not in (first, tc.rec_steps) else None):
+            with wait:
+                batch = next_batch()
+            if step < tc.rec_steps:
+                losses = reconstruction_step(rec_train, opt_rec, batch, autocast)
+            else:
+                if ref_train is None:
+                    # Freeze G_rec; train G_ref and D from here on. D's BatchNorm buffers stay per process
+                    # (broadcast_buffers=False): D is always in train mode, so its running statistics are never
+                    # used, and broadcasting them between its two forward calls breaks the backward on torch >= 2.6.
+                    model.rec.requires_grad_(False).eval()
+                    rec_train = None
+                    ref_train = _wrap(ref_net, dev, ctx)
+                    disc_train = _wrap(disc_net, dev, ctx, broadcast_buffers=False)
+                with autocast():
+                    with torch.no_grad():
+                        coarse = coarse_image(rec_net, batch["src_img"], batch["src_maps"], batch["tgt_maps"])
+                    refined = refined_image(ref_train, batch["src_img"], coarse, batch["tgt_maps"])
+                losses = discriminator_step(disc_train, opt_disc, batch, refined, autocast)
+                losses.update(generator_step(disc_net, opt_ref, batch, refined, recipe.loss, autocast))
+            for key, value in losses.items():
+                nonfinite = torch.maximum(nonfinite, (~torch.isfinite(value)).float())
+                sums[key] = sums.get(key, 0.0) + value
         step += 1
         bar.update(1)
         stage_done = step in (tc.rec_steps, end)
 
-        if step % tc.log_every == 0 or stage_done or step % tc.checkpoint_every == 0:
+        # The host waits for the GPU only from here on: at intervals, or when a single process is out of time
+        # (processes agree on the time at intervals only, so that all stop at the same step).
+        out_of_time = time_limit is not None and time.perf_counter() - began > time_limit
+        if (step % tc.log_every == 0 or stage_done or step % tc.checkpoint_every == 0
+                or (out_of_time and ctx.world == 1)):
             # One flag for all processes: every rank stops together, with the same message.
-            if bool(_all_reduce(nonfinite.clone(), ctx, dist.ReduceOp.MAX)):
+            bad, out_of_time = _any_rank(nonfinite, out_of_time, ctx)
+            if bad:
                 raise TrainingError(f"a loss became non-finite before step {step}; stopped. The last good "
                                     f"checkpoint is kept: {latest} (try a lower train.lr)")
+        else:
+            out_of_time = False
         if (step % tc.log_every == 0 or stage_done) and sums:
             count, last_log = step - last_log, step
             keys = sorted(sums)
@@ -328,8 +427,11 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
             elapsed, tick = time.perf_counter() - tick, time.perf_counter()
             record = {"step": step, "stage": "rec" if step <= tc.rec_steps else "ref", **means,
                       "images_per_s": round(count * tc.batch_size / elapsed, 2),
-                      "data_wait": round(wait_time / elapsed, 3)}
-            wait_time, sums = 0.0, {}
+                      "data_wait": round(wait.take() / elapsed, 3)}
+            if cuda:  # Since the last line, so that a stage's lines give its own peak.
+                record["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 3)
+                torch.cuda.reset_peak_memory_stats(dev)
+            sums = {}
             bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()})
             if ctx.main:
                 with open(stats_path, "a", encoding="utf-8") as f:
@@ -338,23 +440,41 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
                     for key, value in record.items():
                         if key not in ("step", "stage"):
                             writer.add_scalar(key, value, step)
+        model.refine = step > tc.rec_steps  # Samples and files of a reconstruction-stage model show its coarse image.
         if ctx.main and (step % tc.sample_every == 0 or stage_done):
             sheet = _sample_grid(model, fixed, model_cfg.image_size)
             save_png(run_dir / "samples" / f"step-{step:07d}.png", sheet)
             if writer is not None:
                 writer.add_image("samples", sheet, step, dataformats="HWC")
-        if ctx.main and (step % tc.checkpoint_every == 0 or stage_done):
+        if ctx.main and checkpoints and (step % tc.checkpoint_every == 0 or stage_done):
             save(latest)
             if stage_done:
                 save(run_dir / "checkpoints" / f"step-{step:07d}.pt")
                 write_generator(model, run_dir / "checkpoints" / "generator.safetensors", step, recipe.name,
                                 dataset_name)
+        if out_of_time:
+            if ctx.main and checkpoints and step % tc.checkpoint_every and not stage_done:
+                save(latest)
+            break
     bar.close()
     if writer is not None:
         writer.close()
     if ctx.world > 1:
         dist.barrier()
     return latest
+
+
+def _warm_start(model: VDG, init_from: str | os.PathLike) -> str:
+    """Load a donor generator into `model` (both stages); returns the donor's provenance for the checkpoint."""
+    from .checkpoint import load_generator
+
+    donor, fields = load_generator(init_from)
+    try:
+        for part in ("rec", "ref"):
+            warm_start(getattr(model, part), getattr(donor, part).state_dict())
+    except ValueError as err:
+        raise InputError(f"{init_from}: cannot start this recipe's model from it ({err})") from None
+    return f"{init_from} (step {fields.get('step')})"
 
 
 def _tensorboard_writer(run_dir: Path):

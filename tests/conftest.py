@@ -122,46 +122,128 @@ def resized_copy(src: Path, out: Path, poses, sizes) -> Path:
     return out
 
 
-def _layout_name(kind: str, pid: int, cam: int, index: int, split: str) -> str:
-    if kind == "duke":
-        return f"{pid:04d}_c{cam}_f{index:07d}.jpg"
-    # MSMT17 numbers train and test persons from 0000 each; the date keeps the names unique.
-    return f"{pid:04d}_{index:03d}_{cam:02d}_{'0303morning' if split == 'train' else '0113noon'}_{index:04d}_0.jpg"
+DUKE_SIZES = ((128, 64), (160, 64), (144, 72), (112, 48))  # DukeMTMC-reID's crops are of many sizes.
+
+
+def _msmt_name(pid: int, index: int, cam: int, date: str) -> str:
+    return f"{pid:04d}_{index:03d}_{cam:02d}_{date}_{index:04d}_0.jpg"
+
+
+def _split_of(pid: int, queried: set, index_in_person: int) -> str:
+    """ids 1-6 train (every 4th of their images validation), 7-12 query (first image) and gallery."""
+    if pid <= 6:
+        return "val" if index_in_person % 4 == 3 else "train"
+    split = "query" if pid not in queried else "test"
+    queried.add(pid)
+    return split
+
+
+def _write_layout(kind: str, root: Path, cuhk_dir: Path, poses) -> None:
+    """One layout of the CUHK03 sample, with a pose file beside it keyed by the new names (one row per name)."""
+    from PIL import Image
+
+    from reid_augment.data import scale_pose
+    from reid_augment.poses import PoseTable, write_poses
+
+    row = {n: i for i, n in enumerate(poses.names)}
+    names, coords, lists, queried, counters = [], [], {"train": [], "val": [], "query": [], "test": []}, set(), {}
+    per_person: dict[int, int] = {}
+    for index, path in enumerate(sorted(cuhk_dir.glob("*.jpg"))):
+        pid, cam = int(path.name[:4]), int(path.name[6])
+        split = _split_of(pid, queried, per_person.setdefault(pid, 0))
+        per_person[pid] += 1
+        if split == "val" and kind == "duke":
+            split = "train"
+        pose = poses.coords[row[path.name]]
+        if kind == "duke":
+            name = f"{pid:04d}_c{cam}_f{index:07d}.jpg"
+            dst = root / {"train": "bounding_box_train", "query": "query", "test": "bounding_box_test"}[split] / name
+            h, w = DUKE_SIZES[index % len(DUKE_SIZES)]
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            with Image.open(path) as img:
+                pose = scale_pose(pose, (img.height, img.width), (h, w))
+                img.convert("RGB").resize((w, h), Image.BICUBIC).save(dst, quality=98)
+        else:
+            new_pid = (pid - 1) % 6  # MSMT17: persons 0000-0005 in each split.
+            folder = {"msmt": ("train", "test"), "msmt2": ("mask_train_v2", "mask_test_v2")}[kind][
+                split in ("query", "test")]
+            if kind == "msmt":  # V1: dates by split and a running index keep every name unique.
+                name = _msmt_name(new_pid, index, cam, "0303morning" if folder == "train" else "0113noon")
+            else:  # V2: each folder counts each person's images from 0, one date: test names repeat train ones.
+                k = counters[folder, new_pid] = counters.get((folder, new_pid), -1) + 1
+                name = _msmt_name(new_pid, k, cam, "0303morning")
+            dst = root / folder / f"{new_pid:04d}" / name
+            lists[split].append(f"{new_pid:04d}/{name} {new_pid}")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, dst)
+        if name not in names:
+            names.append(name)
+            coords.append(pose)
+    if kind != "duke":
+        for split, lines in lists.items():
+            list_name = {"test": "list_gallery.txt"}.get(split, f"list_{split}.txt")
+            (root / list_name).write_text("".join(f"{line}\n" for line in lines))
+    write_poses(root.parent / "poses.csv", PoseTable.from_arrays(names, np.stack(coords)))
 
 
 @pytest.fixture(scope="session")
 def layout_roots(tmp_path_factory, cuhk_dir) -> dict:
-    """The CUHK03 sample as DukeMTMC-reID and MSMT17 V1 roots where torchreid looks for them (ids 1-6 train,
-    7-12 query (first image) and gallery), with a pose file each keyed by the new names."""
+    """The CUHK03 sample as DukeMTMC-reID (crops of four sizes), MSMT17 V1 and MSMT17 V2 roots where torchreid
+    looks for them (ids 1-6 train, every 4th of their images validation for MSMT17, 7-12 query (first image) and
+    gallery), with a pose file each keyed by the new names. V2 lives under its own reid-data root (torchreid
+    prefers V1), and its test names repeat training names, as MSMT17's two splits, both from person 0000, can."""
+    from reid_augment.poses import read_poses
+
+    poses = read_poses(cuhk_dir / "annotations.csv")
+    reid_data, reid_data_v2 = tmp_path_factory.mktemp("layouts"), tmp_path_factory.mktemp("layouts-v2")
+    roots = {"duke": reid_data / "dukemtmc-reid" / "DukeMTMC-reID", "msmt": reid_data / "msmt17" / "MSMT17_V1",
+             "msmt2": reid_data_v2 / "msmt17" / "MSMT17_V2"}
+    for kind, root in roots.items():
+        _write_layout(kind, root, cuhk_dir, poses)
+    return {"reid_data": reid_data, "reid_data_v2": reid_data_v2, **roots}
+
+
+@pytest.fixture(scope="session")
+def cuhk03_torchreid(tmp_path_factory, cuhk_dir) -> dict:
+    """The CUHK03 sample laid out as torchreid 0.2.5's CUHK03 class reads it once extracted: cuhk03/ with
+    images_detected/ and images_labeled/ of `<pair>_<person>_<view>_<index>.png` (campus pair 1, persons 1-12),
+    the .mat files it checks for (empty: with the split files present it never opens them) and its four split
+    files; the new protocol's split: persons 1-6 train (relabelled 0-5), 7-12 query (first image) and gallery."""
+    import json
+
+    from PIL import Image
+
     from reid_augment.poses import PoseTable, read_poses, write_poses
 
     poses = read_poses(cuhk_dir / "annotations.csv")
     row = {n: i for i, n in enumerate(poses.names)}
-    reid_data = tmp_path_factory.mktemp("layouts")
-    roots = {"duke": reid_data / "dukemtmc-reid" / "DukeMTMC-reID", "msmt": reid_data / "msmt17" / "MSMT17_V1"}
-    out = {"reid_data": reid_data}
-    for kind, root in roots.items():
-        names, coords, lists, queried = [], [], {"train": [], "val": [], "query": [], "test": []}, set()
-        for index, path in enumerate(sorted(cuhk_dir.glob("*.jpg"))):
-            pid, cam = int(path.name[:4]), int(path.name[6])
-            split = "train" if pid <= 6 else "query" if pid not in queried else "test"
-            queried.add(pid)
-            new_pid = pid if kind == "duke" else (pid - 1) % 6  # MSMT17: persons 0000-0005 in each split.
-            name = _layout_name(kind, new_pid, cam, index, split)
-            if kind == "duke":
-                folder = {"train": "bounding_box_train", "query": "query", "test": "bounding_box_test"}[split]
-                dst = root / folder / name
-            else:
-                dst = root / ("train" if split == "train" else "test") / f"{new_pid:04d}" / name
-                lists[split].append(f"{new_pid:04d}/{name} {new_pid}")
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, dst)
-            names.append(name)
-            coords.append(poses.coords[row[path.name]])
-        if kind == "msmt":
-            for split, lines in lists.items():
-                list_name = {"test": "list_gallery.txt"}.get(split, f"list_{split}.txt")
-                (root / list_name).write_text("".join(f"{line}\n" for line in lines))
-        write_poses(root.parent / "poses.csv", PoseTable.from_arrays(names, np.stack(coords)))
-        out[kind] = root
-    return out
+    reid_data = tmp_path_factory.mktemp("cuhk03-torchreid")
+    top = reid_data / "cuhk03"
+    for folder in ("images_detected", "images_labeled", "cuhk03_release"):
+        (top / folder).mkdir(parents=True)
+    for empty in ("cuhk03_release/cuhk-03.mat", "cuhk03_new_protocol_config_detected.mat",
+                  "cuhk03_new_protocol_config_labeled.mat"):
+        (top / empty).write_bytes(b"")
+    names, coords, count, queried = [], [], {}, set()
+    splits = {kind: {"train": [], "query": [], "gallery": []} for kind in ("detected", "labeled")}
+    for path in sorted(cuhk_dir.glob("*.jpg")):
+        pid, view = int(path.name[:4]), int(path.name[6])
+        count[pid] = count.get(pid, 0) + 1
+        name = f"1_{pid:03d}_{view}_{count[pid]:02d}.png"
+        with Image.open(path) as img:
+            img.convert("RGB").save(top / "images_detected" / name)
+        shutil.copy(top / "images_detected" / name, top / "images_labeled" / name)
+        split = "train" if pid <= 6 else "query" if pid not in queried else "gallery"
+        queried.add(pid)
+        for kind in splits:
+            label = pid - 1 if split == "train" else pid
+            splits[kind][split].append([str(top / f"images_{kind}" / name), label, view - 1])
+        names.append(name)
+        coords.append(poses.coords[row[path.name]])
+    for kind, split in splits.items():
+        record = [{**split, **{f"num_{k}_pids": len({p for _, p, _ in v}) for k, v in split.items()},
+                   **{f"num_{k}_imgs": len(v) for k, v in split.items()}}]
+        for protocol in ("new", "classic"):
+            (top / f"splits_{protocol}_{kind}.json").write_text(json.dumps(record))
+    write_poses(reid_data / "poses.csv", PoseTable.from_arrays(names, np.stack(coords)))
+    return {"reid_data": reid_data, "images": top / "images_detected", "poses": reid_data / "poses.csv"}

@@ -36,9 +36,11 @@ def _run(*args):
 
 
 def _refused(result, marker) -> None:
-    assert result.exit_code == 1, result.output
+    # click's error path exits with SystemExit(1); an uncaught error would be result.exception itself.
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert "refused" in result.output and "nothing in it was run" in result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "it asks for io.open" in result.output  # The blocked global, named.
+    assert len(result.output.strip().splitlines()) == 1
     assert not marker.exists()
 
 
@@ -56,6 +58,35 @@ def test_crafted_checkpoint_is_refused_by_generate_evaluate_and_train(cuhk_dir, 
     (run / "checkpoints").mkdir(parents=True)
     _evil(run / "checkpoints" / "latest.pt", marker)
     _refused(_run("train", cuhk_dir, "-w", work, "--recipe", "tiny", "-o", run, "--device", "cpu"), marker)
+
+
+def test_refusal_names_the_blocked_global_in_either_of_torchs_wordings(tmp_path):
+    import os
+
+    class System:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    torch.save({"format": FORMAT, "payload": System()}, tmp_path / "system.pt")
+    with pytest.raises(InputError, match=r"refused.*\(it asks for posix\.system\); nothing in it was run"):
+        load_checkpoint(tmp_path / "system.pt")
+
+
+def test_every_format_1_file_gets_the_convert_hint(checkpoint, cuhk_dir, tmp_path):
+    """With numpy RNG states (refused by weights_only) or without (it loads, but is format 1 all the same)."""
+    state = torch.load(checkpoint, weights_only=True)
+    plain = tmp_path / "plain.pt"
+    torch.save({**state, "format": 1}, plain)
+    with_numpy = tmp_path / "numpy.pt"
+    torch.save({**state, "format": 1, "rng": {"numpy": np.random.get_state()}}, with_numpy)
+    legacy = tmp_path / "legacy.pt"
+    torch.save({**state, "format": 1, "rng": {"numpy": np.random.get_state()}}, legacy,
+               _use_new_zipfile_serialization=False)
+    for path in (plain, with_numpy, legacy):
+        with pytest.raises(InputError, match=rf"format 1 .*convert-checkpoint {path} NEW.pt --trust"):
+            load_checkpoint(path)
+    result = _run("generate", cuhk_dir, "--per-id", 1, "--checkpoint", plain, "-o", tmp_path / "g")
+    assert result.exit_code == 1 and "--trust" in result.output, result.output
 
 
 def test_rng_states_round_trip_as_plain_data(tmp_path):
@@ -114,6 +145,43 @@ def test_bf16_generator_is_half_the_size_and_close(checkpoint, tmp_path):
         assert (m32(x, maps, maps)[1] - m16(x, maps, maps)[1]).abs().max() < 0.1
 
 
+def test_forged_generator_files_are_one_clear_error(checkpoint, tmp_path):
+    """A header that lies about its tensors, a truncated file, a config the weights do not fit or no model can
+    have: each an InputError naming the file, before any memory is asked for."""
+    import json
+    import struct
+
+    good = export_generator(checkpoint, tmp_path / "good.safetensors").read_bytes()
+    size = struct.unpack("<Q", good[:8])[0]
+    header = json.loads(good[8:8 + size])
+
+    def forged(name, change):
+        head = json.loads(json.dumps(header))
+        change(head)
+        text = json.dumps(head).encode()
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(struct.pack("<Q", len(text)) + text + good[8 + size:])
+        return path
+
+    first = next(k for k in header if k != "__metadata__")
+    cases = {
+        tmp_path / "cut.safetensors": "not a safetensors file",
+        forged("offsets", lambda h: h[first].update(data_offsets=[0, 10**9])): "not a safetensors file",
+        forged("shape", lambda h: h[first].update(shape=[10**6])): "not a safetensors file",
+        forged("config", lambda h: h["__metadata__"].update(model_config="{not json")): "no readable model_config",
+        forged("levels", lambda h: h["__metadata__"].update(
+            model_config=h["__metadata__"]["model_config"].replace('"base_channels": 8', '"base_channels": 1000000'))):
+            "weights do not fit its model_config",
+        forged("nomodel", lambda h: h["__metadata__"].update(
+            model_config=h["__metadata__"]["model_config"].replace('"num_levels": 3', '"num_levels": -2'))):
+            "model.num_levels must be >= 1",
+    }
+    (tmp_path / "cut.safetensors").write_bytes(good[: len(good) // 2])
+    for path, problem in cases.items():
+        with pytest.raises(InputError, match=rf"{path.name}: .*({problem})"):
+            load_generator(path)
+
+
 def test_not_a_generator_file_is_one_clear_error(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
@@ -121,3 +189,11 @@ def test_not_a_generator_file_is_one_clear_error(tmp_path):
         load_generator(bad)
     with pytest.raises(InputError, match="no such"):
         load_generator(tmp_path / "missing.safetensors")
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_its_config_is_one_clear_error(checkpoint, tmp_path):
+    state = load_checkpoint(checkpoint)
+    state["model_config"] = {**state["model_config"], "base_channels": state["model_config"]["base_channels"] * 2}
+    torch.save(state, tmp_path / "grown.pt")
+    with pytest.raises(InputError, match="grown.pt: weights do not fit its model_config"):
+        load_generator(tmp_path / "grown.pt")

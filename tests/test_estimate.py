@@ -135,6 +135,33 @@ def test_mmpose_checkpoint_loads_numpy_metadata_and_refuses_code(tmp_path):
     assert not marker.exists()
 
 
+def test_mmpose_loader_answers_a_file_that_is_no_mmpose_checkpoint_in_one_line(market_sample_dir, tmp_path):
+    """A .safetensors file (which torch.load reads), a truncated one, bytes that are no torch file, a torch file
+    of no weights: each an InputError naming the file, and through the CLI one `Error:` line."""
+    import torch
+    from safetensors.torch import save_file
+
+    from reid_augment.estimate import _load_mmpose_checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    save_file({"other.weight": torch.zeros(2)}, tmp_path / "other.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "other.safetensors").read_bytes()[:40])
+    (tmp_path / "junk.pth").write_bytes(b"hello world")
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    cases = {"other.safetensors": "do not fit", "cut.safetensors": "not a torch checkpoint",
+             "junk.pth": "not a torch checkpoint", "list.pth": "not an mmpose checkpoint"}
+    for name, problem in cases.items():
+        with pytest.raises(InputError, match=f"{name}: .*{problem}"):
+            _load_mmpose_checkpoint(model, str(tmp_path / name))
+    pytest.importorskip("mmpose", reason="the mm stack is installed by `make pose`")
+    result = CliRunner().invoke(cli, ["estimate-poses", str(market_sample_dir), "-o", str(tmp_path / "p.csv"),
+                                      "--pose-checkpoint", str(tmp_path / "cut.safetensors"), "--device", "cpu"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "cut.safetensors: not a torch checkpoint" in errors[0], result.output
+    assert not (tmp_path / "p.csv").exists()
+
+
 def _local_checkpoint() -> Path | None:
     candidates = [os.environ.get("REID_AUGMENT_MMPOSE_CHECKPOINT", ""),
                   Path(torch_hub_dir()) / "checkpoints" / MMPOSE_CHECKPOINT.rsplit("/", 1)[1]]

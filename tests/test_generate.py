@@ -6,7 +6,7 @@ import torch
 from reid_augment.checkpoint import FORMAT
 from reid_augment.config import GenerateConfig
 from reid_augment.errors import InputError
-from reid_augment.generate import MANIFEST_COLUMNS, generate, merge, output_name, parse_shard, plan
+from reid_augment.generate import MANIFEST_COLUMNS, generate, merge, output_name, parse_shard, plan, select
 from reid_augment.images import load_rgb, parse_market_name, scan_images
 from reid_augment.poses import PoseTable, read_poses
 
@@ -49,15 +49,23 @@ def test_prefix_batch_size_and_shard_independence(cuhk_dir, checkpoint, tmp_path
 
 
 def test_resume_after_interruption(cuhk_dir, checkpoint, tmp_path):
+    """The identity is the unit of work: one whose rows did not all land is made again, whole."""
     out = tmp_path / "out"
     first = _gen(cuhk_dir, checkpoint, out, per_id=2)
     manifest = first.manifest.read_text().splitlines()
-    # Simulate kill -9: a torn last line, and an image on disk whose row never landed.
+    # Simulate kill -9: a torn last line, and an image on disk whose row never landed (identities 0011, 0012).
     (out / "manifest.csv").write_text("\n".join(manifest[:-3]) + "\n" + manifest[-3][:20])
     again = _gen(cuhk_dir, checkpoint, out, per_id=2)
-    assert again.already_done == len(manifest) - 4 and again.generated == 3
+    assert again.already_done == 20 and again.generated == 4
+    # Killed after an identity's manifest rows but before all its candidates log rows: it is made again.
+    log = (out / "candidates.csv").read_text().splitlines()
+    (out / "candidates.csv").write_text("\n".join(log[:-1]) + "\n")
+    third = _gen(cuhk_dir, checkpoint, out, per_id=2)
+    assert third.already_done == 22 and third.generated == 2
     final = pd.read_csv(out / "manifest.csv")
     assert len(final) == 24 and not final["image"].duplicated().any()
+    before = pd.DataFrame([line.split(",") for line in manifest[1:]], columns=manifest[0].split(","))
+    assert sorted(final["image"]) == sorted(before["image"])
     assert not list(out.rglob("*.tmp"))
     assert _gen(cuhk_dir, checkpoint, out, per_id=2).generated == 0
 
@@ -119,6 +127,13 @@ def test_kmeans_never_gives_a_person_their_own_pose(cuhk_dir):
     assert requests.groupby("pid")["pose_from"].nunique().min() > 10
 
 
+def test_kmeans_gives_each_person_k_different_canonical_poses(cuhk_dir):
+    images, poses = scan_images(cuhk_dir), read_poses(cuhk_dir / "annotations.csv")
+    requests, _ = plan(images, poses, GenerateConfig(per_id=4, strategy="kmeans", kmeans_k=4))
+    # Four images of one person take the four canonical poses, not a random draw of them with repeats.
+    assert (requests.groupby("pid")["pose_from"].nunique() == 4).all()
+
+
 def test_poses_are_scaled_into_the_model_frame_whatever_the_crop_size(cuhk_dir, trained_checkpoint, tmp_path):
     """Native 128x64 crops and the same crops at other sizes give the same images, up to resize noise."""
     from conftest import resized_copy
@@ -164,3 +179,44 @@ def test_no_score_leaves_the_pckh_column_empty_and_says_so(cuhk_dir, checkpoint,
     result = _gen(cuhk_dir, checkpoint, tmp_path / "out", per_id=1, score=False)
     assert "Not scored (--no-score)" in result.summary() and result.scored_with is None
     assert pd.read_csv(result.manifest)["pckh"].isna().all()
+
+
+def test_min_pckh_keeps_n_per_identity_from_whichever_source():
+    # One person, two source images with three candidates each: [0.9, 0.8, 0.1] and [0.1, 0.1, 0.1].
+    scores = np.array([0.9, 0.8, 0.1, 0.1, 0.1, 0.1])
+    assert select(scores, 2, 0.5).tolist() == [0, 1]  # Both from the first image: N = 2 pass, 2 kept.
+    assert select(scores, 3, 0.5).tolist() == [0, 1]  # Only two pass: a shortfall of one.
+    assert select(scores, 3).tolist() == [0, 1, 2]    # No gate: the best N, ties to the first.
+    # A target without a head box cannot be scored (nan): the gate keeps it, after the scored ones that pass.
+    unscorable = np.array([np.nan, 0.2, 0.9, np.nan])
+    assert select(unscorable, 1, 0.5).tolist() == [2]
+    assert select(unscorable, 2, 0.5).tolist() == [0, 2]
+    assert select(unscorable, 4, 1.0).tolist() == [0, 3]
+    assert select(unscorable, 3, 0.0).tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("strategy", ["random", "kmeans", "novel"])
+def test_a_candidate_does_not_depend_on_n_or_m(cuhk_dir, strategy):
+    images, poses = scan_images(cuhk_dir), read_poses(cuhk_dir / "annotations.csv")
+    key = ["pid", "image", "source", "pose_from", "seed"]
+
+    def candidates(per_id, m):
+        requests, _ = plan(images, poses, GenerateConfig(per_id=per_id, candidates=m, strategy=strategy))
+        return requests[key]
+
+    two_by_three = candidates(2, 3)
+    assert len(two_by_three) == 12 * 6 and not two_by_three["image"].duplicated().any()
+    pd.testing.assert_frame_equal(two_by_three, candidates(6, 1))  # Candidate j is the same for any N and M.
+    four_by_three = candidates(4, 3)
+    prefix = four_by_three.groupby("pid").head(6).reset_index(drop=True)
+    pd.testing.assert_frame_equal(two_by_three, prefix)
+
+
+def test_merge_refuses_shards_that_list_no_image(tmp_path):
+    for i in range(2):
+        folder = tmp_path / f"s{i}"
+        folder.mkdir()
+        (folder / f"manifest.shard-{i}-of-2.csv").write_text(",".join(MANIFEST_COLUMNS) + "\n")
+    with pytest.raises(InputError, match="list no image yet"):
+        merge([tmp_path / "s0", tmp_path / "s1"], tmp_path / "manifest.csv")
+    assert not (tmp_path / "manifest.csv").exists()

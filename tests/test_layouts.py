@@ -1,5 +1,6 @@
 """Every common re-ID layout: detected, read, generated for, exported, and read back by the stock loaders."""
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,15 @@ from reid_augment.layouts import detect_layout
 
 def _run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _one_line_error(result, *words) -> None:
+    """Exit status 1 through click's error path (SystemExit): an uncaught exception would be result.exception
+    itself, with its traceback; the message is one `Error:` line holding `words`."""
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert all(word in lines[0] for word in words), result.output
 
 
 def _torchreid_class(module: str, name: str):
@@ -38,7 +48,7 @@ def test_layouts_are_detected_from_the_data_set_or_its_parent(layout_roots, mark
     train = images[images["split"] == "train"]
     assert len(train) == (layout_roots["msmt"] / "list_train.txt").read_text().count("\n")
     assert set(train["person_id"]) == {f"{i:04d}" for i in range(6)}
-    assert set(images["split"]) == {"train", "query", "test"} and set(images["camera_id"]) == {1, 2}
+    assert set(images["split"]) == {"train", "val", "query", "test"} and set(images["camera_id"]) == {1, 2}
     duke = scan_images(layout_roots["duke"]).images
     assert duke["name"].str.match(r"^\d{4}_c[12]_f\d{7}\.jpg$").all() and set(duke["camera_id"]) == {1, 2}
 
@@ -64,7 +74,46 @@ def test_half_layouts_unknown_layouts_and_shared_names_are_one_line_errors(tmp_p
     with pytest.raises(InputError, match="two images share the name '0001_c1s1_000000_00.jpg'"):
         scan_images(tmp_path / "flatdup")
     result = _run("build-pairs", tmp_path / "half", "-o", tmp_path / "w")
-    assert result.exit_code == 1 and "Traceback" not in result.output and "bounding_box_train" in result.output
+    _one_line_error(result, "bounding_box_train")
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("train,test", [("train", "test"), ("mask_train_v2", "mask_test_v2")])
+def test_half_msmt17_root_gets_the_half_layout_message(train, test, tmp_path, cuhk_dir):
+    """train/ and test/ with person folders but no list files: MSMT17 without its lists, not 'no image files'."""
+    root = tmp_path / "MSMT17"
+    for folder in (train, test):
+        (root / folder / "0000").mkdir(parents=True)
+        (root / folder / "0000" / "0000_000_01_0303morning_0000_0.jpg").write_bytes(
+            (cuhk_dir / "0001_c1s1_000000_00.jpg").read_bytes())
+    with pytest.raises(InputError, match=f"has {train}/ and {test}/ but no list_train.txt"):
+        detect_layout(root.parent)
+    _one_line_error(_run("build-pairs", root, "-o", tmp_path / "w"), str(root), "list_train.txt")
+    assert detect_layout(root / train, "by-person").kind == "by-person"  # One split's folder still reads.
+
+
+def test_every_command_that_reads_a_data_set_takes_layout(cuhk_dir, checkpoint, market_root, tmp_path):
+    """--layout reaches the layout detection of each: forcing msmt17 on a flat folder is refused there."""
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    (gen / "manifest.csv").write_text("image,pid,camid,source\n")
+    commands = {
+        "build-pairs": ["build-pairs", cuhk_dir, "-o", tmp_path / "w"],
+        "train": ["train", cuhk_dir, "-w", tmp_path / "w", "--recipe", "tiny", "--device", "cpu"],
+        "generate": ["generate", cuhk_dir, "--per-id", 1, "--checkpoint", checkpoint, "-o", tmp_path / "g",
+                     "--device", "cpu"],
+        "evaluate": ["evaluate", cuhk_dir, "-w", tmp_path / "w", "--checkpoint", checkpoint, "--device", "cpu"],
+        "export": ["export", gen, "--root", cuhk_dir, "-o", tmp_path / "e"],
+        "reid-benchmark": ["reid-benchmark", cuhk_dir, "--manifest", gen, "-o", tmp_path / "b", "--device", "cpu"],
+        "preview": ["preview", cuhk_dir, "-w", tmp_path / "w"],
+        "estimate-poses": ["estimate-poses", cuhk_dir, "-o", tmp_path / "p.csv", "--backend", "mediapipe"],
+    }
+    for name, args in commands.items():
+        _one_line_error(_run(*args, "--layout", "msmt17"), "--layout msmt17", str(cuhk_dir))
+    assert not any((tmp_path / out).exists() for out in ("w", "g", "e", "b", "p.csv")), list(tmp_path.iterdir())
+    # Detected, this folder is flat; forced, it is read as the layout asked for, here none it has.
+    result = _run("preview", market_root / "bounding_box_train", "-w", tmp_path / "w", "--layout", "market1501")
+    _one_line_error(result, "--layout market1501")
 
 
 @pytest.mark.parametrize("kind", ["duke", "msmt"])
@@ -90,6 +139,9 @@ def test_generate_and_export_in_the_data_sets_own_layout(kind, layout_roots, che
     original = stock(root=str(layout_roots["reid_data"]), verbose=False)
     augmented = stock(root=str(new_root.parent.parent), verbose=False)
     assert len(augmented.train) == len(original.train) + 12
+    if kind == "msmt":  # combineall adds the validation list's images (and query, gallery): all of them exist.
+        combined = stock(root=str(new_root.parent.parent), verbose=False, combineall=True)
+        assert len(combined.train) > len(augmented.train) and all(os.path.isfile(p) for p, *_ in combined.train)
     assert augmented.num_train_pids == original.num_train_pids
     assert len(augmented.query) == len(original.query) and len(augmented.gallery) == len(original.gallery)
     by_name = {Path(p).name: (pid, cam) for p, pid, cam, *_ in original.train}
@@ -103,6 +155,72 @@ def test_generate_and_export_in_the_data_sets_own_layout(kind, layout_roots, che
             assert parsed[name][0] == parsed[source][0]
         assert load_rgb(new_root / ("train/" + source[:4] if kind == "msmt" else "bounding_box_train") / name).shape \
             == load_rgb(next(root.rglob(source))).shape
+    if kind == "duke":  # Crops of several sizes, each generated image exported at its own source's size.
+        shapes = {load_rgb(p).shape for p, *_ in augmented.train if "_vdg" in p}
+        assert len(shapes) > 1 and all(os.path.isfile(p) for p, *_ in augmented.train)
+
+
+def test_msmt17_v2_whose_test_names_repeat_training_names(layout_roots, checkpoint, tmp_path):
+    """MSMT17 V2: build-pairs, generate and export key only the training split by name, so test names that repeat
+    training names do not stop them; build-pairs warns only of images that are missing; torchreid's MSMT17 reads
+    the export, the validation list's images included."""
+    pytest.importorskip("torchreid")
+    root, reid_data = layout_roots["msmt2"], layout_roots["reid_data_v2"]
+    with pytest.raises(InputError, match="share the name"):  # The repeat is there: all splits do collide.
+        scan_images(root)
+    poses = tmp_path / "poses.csv"
+    rows = (root.parent / "poses.csv").read_text()
+    joints = "[" + ", ".join(["10"] * 18) + "]"
+    poses.write_text(f"{rows}0000_999_01_0303morning_9999_0.jpg: {joints}: {joints}\n")  # An image it lacks.
+    result = _run("build-pairs", reid_data, "--poses", poses, "-o", tmp_path / "work")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "0000_999_01_0303morning_9999_0.jpg: no such image" in warnings[0], warnings
+    # Rows of validation, query and gallery images: present, so left out without a warning.
+    others = rows.count("\n") - 1 - (root / "list_train.txt").read_text().count("\n")
+    assert others > (root / "list_val.txt").read_text().count("\n") > 0
+    assert f"1 for images the folder lacks, {others} for its other splits'" in result.output, result.output
+    result = _run("generate", reid_data, "--per-id", 2, "--poses", poses, "--checkpoint", checkpoint,
+                  "-o", tmp_path / "gen", "--device", "cpu", "--no-score")
+    assert result.exit_code == 0, result.output
+    new_root = tmp_path / "exported" / "msmt17" / "MSMT17_V2"
+    result = _run("export", tmp_path / "gen", "--root", reid_data, "-o", new_root)
+    assert result.exit_code == 0 and "12 generated" in result.output, result.output
+    stock = _torchreid_class("msmt17", "MSMT17")
+    original, augmented = (stock(root=str(r), verbose=False) for r in (reid_data, new_root.parent.parent))
+    assert len(augmented.train) == len(original.train) + 12 and (new_root / "mask_test_v2").is_symlink()
+    combined = stock(root=str(new_root.parent.parent), verbose=False, combineall=True)
+    assert all(os.path.isfile(p) for p, *_ in combined.train)
+    placed = {Path(p).name for p in (new_root / "mask_train_v2").rglob("*.jpg")}
+    assert {line.split()[0].split("/")[1] for line in (root / "list_val.txt").read_text().splitlines()} <= placed
+
+
+def test_torchreid_cuhk03_names_are_read_and_register_feeds_its_class(cuhk03_torchreid, checkpoint, tmp_path):
+    """`1_001_1_01.png` is campus pair 1, person 001, view 1, image 01: the person is `1_001`, the camera the view.
+    Generated for, its images join torchreid's CUHK03 training split under their sources' labels."""
+    pytest.importorskip("torchreid")
+    from reid_augment.integrations.torchreid import register
+
+    images, reid_data = cuhk03_torchreid["images"], cuhk03_torchreid["reid_data"]
+    found = scan_images(images).images
+    assert set(found["person_id"]) == {f"1_{p:03d}" for p in range(1, 13)} and set(found["camera_id"]) == {1, 2}
+    with pytest.raises(InputError, match="images_detected and images_labeled"):
+        detect_layout(images.parent)
+    gen = generate(images, checkpoint, cuhk03_torchreid["poses"], tmp_path / "gen",
+                   GenerateConfig(per_id=2, num_workers=0, score=False), device="cpu", progress=False)
+    manifest = pd.read_csv(gen.manifest, dtype={"pid": str})
+    assert len(manifest) == 24 and set(manifest["pid"]) == set(found["person_id"])
+    stock_cls = _torchreid_class("cuhk03", "CUHK03")
+    stock = stock_cls(root=str(reid_data), verbose=False)
+    augmented = register(gen.manifest, base="cuhk03")(root=str(reid_data), verbose=False)
+    generated = [item for item in augmented.train if "_vdg" in item[0]]
+    # Persons 1-6 are torchreid's training persons: their 12 images join; the others' sources are test images.
+    assert len(generated) == 12 and len(augmented.train) == len(stock.train) + 12
+    base = {Path(p).name: (pid, cam) for p, pid, cam, *_ in stock.train}
+    source_of = dict(zip(manifest["image"].map(lambda i: Path(i).name), manifest["source"]))
+    for path, pid, cam, *_ in generated:
+        assert (pid, cam) == base[source_of[Path(path).name]] and os.path.isfile(path)
+    assert augmented.num_train_pids == stock.num_train_pids == 6
 
 
 @pytest.fixture(scope="module")

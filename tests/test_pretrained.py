@@ -37,19 +37,33 @@ def test_bundled_generator_carries_its_model_card():
     assert resolve_generator("cuhk03-small").stat().st_size <= 16 * 2**20
 
 
-def test_bundled_generator_beats_copying_the_source_on_unseen_people(tmp_path):
-    pytest.importorskip("mediapipe")  # PCKh estimates the generated poses offline.
+@pytest.fixture(scope="module")
+def held_out_pairs(tmp_path_factory):
+    """40 test pairs of the bundled held-out people (persons 0644-0651, never seen in training)."""
+    work = tmp_path_factory.mktemp("held-out")
     poses = HELD_OUT / "annotations.csv"
-    pairs = run_build_pairs(HELD_OUT, tmp_path / "w", PairConfig(num_test_pairs=40), poses, poses).test
+    pairs = run_build_pairs(HELD_OUT, work, PairConfig(num_test_pairs=40), poses, poses).test
     assert len(pairs) == 40 and set(pairs["pid"].astype(str).str[:2]) == {"06"}
-    report = evaluate(HELD_OUT, tmp_path / "w" / "pairs-test.csv", poses, tmp_path / "report",
-                      checkpoint="cuhk03-small", device="cpu", progress=False)
+    return work / "pairs-test.csv"
+
+
+def test_bundled_generator_beats_copying_the_source_in_ssim_on_unseen_people(held_out_pairs, tmp_path):
+    # No pose estimator needed: runs whether or not MediaPipe is installed.
+    report = evaluate(HELD_OUT, held_out_pairs, HELD_OUT / "annotations.csv", tmp_path / "report",
+                      checkpoint="cuhk03-small", device="cpu", progress=False, pckh=False)
     m, copy = report.metrics, report.metrics["baseline"]
-    assert m["num_pairs"] == 40
+    assert m["num_pairs"] == 40 and m["pckh"] is None
     assert m["ssim"] > copy["ssim"] and m["mask_ssim"] > copy["mask_ssim"]
-    # PCKh is scored beside the baseline, but this CPU-trained generator does not beat copying in it yet
-    # (the model card: 0.271 vs 0.327 on 500 pairs); a GPU-trained file should add `m["pckh"] > copy["pckh"]`.
-    assert 0 < m["pckh"] <= 1 and 0 < copy["pckh"] <= 1
+
+
+def test_bundled_generator_beats_copying_the_source_in_pckh_on_unseen_people(held_out_pairs, tmp_path):
+    pytest.importorskip("mediapipe")  # PCKh estimates the generated poses offline.
+    report = evaluate(HELD_OUT, held_out_pairs, HELD_OUT / "annotations.csv", tmp_path / "report",
+                      checkpoint="cuhk03-small", device="cpu", progress=False)
+    m, copy, real = report.metrics, report.metrics["baseline"], report.metrics["real_target"]
+    # The model card's promise: the generator puts people in the target pose more often than copying does,
+    # and no generator beats the real targets (the estimator's ceiling).
+    assert m["pckh"] > copy["pckh"] and m["pckh"] <= real["pckh"]
 
 
 def test_cli_takes_the_name_and_explains_an_unknown_one(tmp_path):
@@ -64,4 +78,5 @@ def test_cli_takes_the_name_and_explains_an_unknown_one(tmp_path):
     result = CliRunner().invoke(cli, ["generate", str(HELD_OUT), "--per-id", "1", "--poses", str(poses),
                                       "--checkpoint", "cuhk03-large", "-o", str(tmp_path / "gen2")])
     assert result.exit_code == 1 and "cuhk03-large: no such checkpoint file" in result.output
-    assert "Traceback" not in result.output
+    # Through click's error path (SystemExit); an uncaught exception would be the result's exception instead.
+    assert isinstance(result.exception, SystemExit) and len(result.output.strip().splitlines()) == 1
