@@ -34,8 +34,9 @@ import torch
 from reid_augment.checkpoint import load_checkpoint
 from reid_augment.config import PairConfig, load_recipe
 from reid_augment.evaluate import evaluate
-from reid_augment.generator_file import export_generator
+from reid_augment.generator_file import export_generator, read_metadata
 from reid_augment.pairs import run_build_pairs
+from reid_augment.pretrained import resolve_generator
 from reid_augment.device import resolve_device
 from reid_augment.train import train
 
@@ -85,10 +86,15 @@ def main() -> None:
               "model": {k: m[k] for k in ("ssim", "mask_ssim", "pckh")},
               "copy_source": {k: m["baseline"][k] for k in ("ssim", "mask_ssim", "pckh")},
               "real_target": {"pckh": m["real_target"]["pckh"]}}
+    if args.init_from:  # The donor's training counts: the card gives the total and where it came from.
+        donor = read_metadata(resolve_generator(args.init_from))
+        result["init_from"] = {"generator": args.init_from, "train_minutes": float(donor.get("train_minutes", 0)),
+                               "steps": donor.get("steps"), "command": donor.get("command")}
+        result["train_minutes_total"] = round(result["train_minutes"] + result["init_from"]["train_minutes"], 1)
     card = {"command": shlex.join(["python", *sys.argv]), "device": result["device"],
-            "train_minutes": str(result["train_minutes"]), "batch_size": str(recipe.train.batch_size),
-            "steps": f"{recipe.train.rec_steps}+{recipe.train.ref_steps}",
-            **({"init_from": args.init_from} if args.init_from else {}),
+            "train_minutes": str(result.get("train_minutes_total", result["train_minutes"])),
+            "batch_size": str(recipe.train.batch_size), "steps": f"{recipe.train.rec_steps}+{recipe.train.ref_steps}",
+            **({"init_from": json.dumps(result["init_from"])} if args.init_from else {}),
             "train_data": f"{args.data.name}: {args.data / 'bounding_box_train'} (annotations-train.csv)",
             "eval": json.dumps({"pairs": m["num_pairs"], "identities": "held out (annotations-test.csv)",
                                 "model": result["model"], "copy_source": result["copy_source"],

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Sampler
 
@@ -152,8 +153,11 @@ def dataset_name(layout: Layout) -> str:
 def split_lists(root: str | os.PathLike, manifest: str | os.PathLike | None, layout: str | None = None) -> Splits:
     """The benchmark's lists under torchreid's protocol for the data set: in the Market-1501 layout only junk
     (person -1) is dropped and the 0000 distractors stay in the gallery; MSMT17 keeps what its lists hold."""
-    found = scan_images(root, include_distractors=True, layout=layout)
-    table = found.images[found.images["person_id"] != "-1"]  # torchreid's Market1501 skips pid -1 everywhere.
+    # Training and test splits are read apart: names need be unique only within each (MSMT17's both start at 0000).
+    found, tested = (scan_images(root, include_distractors=True, layout=layout, splits=splits)
+                     for splits in (("train",), ("query", "test")))
+    table = pd.concat([found.images, tested.images], ignore_index=True)
+    table = table[table["person_id"] != "-1"]  # torchreid's Market1501 skips pid -1 everywhere.
     train = table[table["split"] == "train"]
     labels = {pid: i for i, pid in enumerate(sorted(set(train["person_id"])))}
     items = [(p, labels[pid], max(cam - 1, 0), 0) for p, pid, cam in

@@ -283,7 +283,7 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
     if pair_table.empty:
         raise InputError(f"{pairs}: no pairs to train on")
     pose_table = read_poses(poses)
-    found = scan_images(images).images
+    found = scan_images(images, splits=("train",)).images  # Pairs are of training images.
     paths = dict(zip(found["name"], found["path"]))
     resolve_pairs(pair_table, pose_table, paths, str(pairs))
 

@@ -14,7 +14,8 @@ def test_demo_runs_every_stage(tmp_path):
         assert paths[key].is_file(), key
     assert paths["checkpoint"].parent.parent.name == "tiny"  # The short run trains, whatever generates.
     manifest = pd.read_csv(paths["manifest"], dtype={"pid": str})  # The bundled generator, on unseen people.
-    assert manifest.groupby("pid").size().eq(2).all()
+    assert manifest.groupby("pid").size().eq(4).all()
+    assert manifest.groupby("pid")["pose_from"].nunique().eq(4).all()  # Four different canonical poses each.
     assert set(manifest["pid"]) == {f"{p:04d}" for p in range(644, 652)}
     metrics = json.loads(paths["metrics"].read_text())
     assert metrics["num_pairs"] == 40 and metrics["mask_ssim"] > metrics["baseline"]["mask_ssim"]

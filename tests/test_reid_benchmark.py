@@ -2,6 +2,7 @@
 only by the manifest, follow the data set's protocol, resume bit for bit, and report over seeds."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -250,6 +251,14 @@ def test_duke_and_msmt17_splits_are_torchreids(layout_roots):
         assert sorted(p for p, *_ in getattr(lists, split)) == sorted(p for p, *_ in theirs), split
         assert len({pid for _, pid, *_ in getattr(lists, split)}) == len({pid for _, pid, _ in theirs}), split
     assert lists.dataset == "MSMT17" and any("/0000_" in p for p, *_ in lists.gallery)  # Person 0000 is real.
+
+
+def test_msmt17_whose_test_names_repeat_training_names_is_benchmarked(layout_roots):
+    root = layout_roots["msmt2"]  # Test names repeat training names: scanning all splits at once refuses them.
+    lists = split_lists(root, None)
+    train = {os.path.basename(p) for p, *_ in lists.train}
+    assert train & {os.path.basename(p) for p, *_ in lists.query + lists.gallery}
+    assert len(lists.train) == (root / "list_train.txt").read_text().count("\n")
 
 
 def test_mixed_batches_hold_the_asked_share_and_every_original_once_per_pass():
