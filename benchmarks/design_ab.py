@@ -31,7 +31,7 @@ def table(arms: list[Path]) -> str:
         metrics = json.loads((arm / "report" / "metrics.json").read_text())
         if reference is None:
             reference = metrics
-        elif metrics["pairs"] != reference["pairs"] or metrics["num_pairs"] != reference["num_pairs"]:
+        elif Path(metrics["pairs"]).read_bytes() != Path(reference["pairs"]).read_bytes():
             raise SystemExit(f"{arm}: scored on other pairs than {arms[0]}; an A/B needs the same pairs")
         m = run["model"]
         rows.append(f"| {arm.name} | {run['steps'][0]:,} + {run['steps'][1]:,} | {run['train_minutes']} | "

@@ -56,6 +56,9 @@ def main() -> None:
                                                           "(instead of the recipe's rec_steps).")
     parser.add_argument("--ref-minutes", type=float, help="Then the refinement stage for this many minutes.")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default).")
+    parser.add_argument("--output-stage", choices=["refined", "coarse"], default="refined",
+                        help="What the exported generator renders: G_ref's refined image (the paper's), or G_rec's "
+                             "coarse image (benchmarks/stage_ablation.py measures which serves).")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,7 +75,8 @@ def main() -> None:
         recipe, checkpoint = _train_for_minutes(args, work, run, str(dev))
     train_seconds = _train_seconds(run, recipe.train.batch_size)
     name = args.name or f"{args.data.name.replace('cuhk03-market', 'cuhk03')}-{args.recipe}"
-    shared = export_generator(run, args.out / f"{name}.safetensors", bf16=True)
+    refine = args.output_stage == "refined"
+    shared = export_generator(run, args.out / f"{name}.safetensors", bf16=True, refine=refine)
     pairs = pd.read_csv(work / "pairs-test.csv")
     pairs.sample(min(args.eval_pairs, len(pairs)), random_state=0).to_csv(work / "pairs-eval.csv", index=False)
     report = evaluate(args.data, work / "pairs-eval.csv", args.data / "annotations-test.csv", args.out / "report",
@@ -81,6 +85,7 @@ def main() -> None:
     result = {"data": str(args.data), "recipe": recipe.name, "device": torch.cuda.get_device_name(dev)
               if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
               "steps": [recipe.train.rec_steps, recipe.train.ref_steps], "batch_size": recipe.train.batch_size,
+              "output_stage": args.output_stage,
               "train_minutes": round(train_seconds / 60, 1), "checkpoint": str(checkpoint), "generator": str(shared),
               "generator_mib": round(shared.stat().st_size / 2**20, 2), "eval_pairs": m["num_pairs"],
               "model": {k: m[k] for k in ("ssim", "mask_ssim", "pckh")},
@@ -94,12 +99,13 @@ def main() -> None:
     card = {"command": shlex.join(["python", *sys.argv]), "device": result["device"],
             "train_minutes": str(result.get("train_minutes_total", result["train_minutes"])),
             "batch_size": str(recipe.train.batch_size), "steps": f"{recipe.train.rec_steps}+{recipe.train.ref_steps}",
+            "output_stage": args.output_stage,
             **({"init_from": json.dumps(result["init_from"])} if args.init_from else {}),
             "train_data": f"{args.data.name}: {args.data / 'bounding_box_train'} (annotations-train.csv)",
             "eval": json.dumps({"pairs": m["num_pairs"], "identities": "held out (annotations-test.csv)",
                                 "model": result["model"], "copy_source": result["copy_source"],
                                 "real_target": result["real_target"]})}
-    export_generator(run, shared, bf16=True, extra=card)
+    export_generator(run, shared, bf16=True, extra=card, refine=refine)
     (args.out / "quality_run.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result))
 

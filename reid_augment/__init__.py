@@ -1,6 +1,6 @@
 """reid-augment: enlarge person re-ID training sets with pose-guided image generation (VDG)."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # The verbs a Python user starts from. `train`, `generate` and `evaluate` share their module's name, so
 # they are imported from their modules (from reid_augment.train import train).

@@ -119,10 +119,12 @@ def _check_shapes(path: Path, cfg: ModelConfig, refine: bool, tensors: dict[str,
 
 
 def export_generator(run_or_checkpoint: str | os.PathLike, output: str | os.PathLike, bf16: bool = False,
-                     extra: dict[str, str] | None = None) -> Path:
+                     extra: dict[str, str] | None = None, refine: bool | None = None) -> Path:
     """Write the generator of a run dir (its checkpoints/latest.pt) or of a checkpoint as a .safetensors file.
 
-    `extra`: more metadata strings, e.g. a model card's provenance and scores.
+    `extra`: more metadata strings, e.g. a model card's provenance and scores. `refine=False` makes the file render
+    the coarse image (G_rec alone) although G_ref trained: where the refinement stage costs more pose than it adds
+    texture (benchmarks/stage_ablation.py); None keeps the checkpoint's stage.
     """
     from .checkpoint import load_generator
 
@@ -130,5 +132,7 @@ def export_generator(run_or_checkpoint: str | os.PathLike, output: str | os.Path
     if source.is_dir():
         source = source / "checkpoints" / "latest.pt"
     model, state = load_generator(source)
+    if refine is not None:
+        model.refine = refine
     recipe = state.get("recipe") or {}
     return write_generator(model, output, state["step"], recipe.get("name", ""), state.get("dataset", ""), bf16, extra)
