@@ -30,7 +30,7 @@ from .images import identities, image_sizes, load_rgb, scan_images
 from .keypoints import body_mask, draw_skeleton
 from .losses import ssim
 from .pairs import read_pair_file
-from .pckh import ALPHA, PoseScorer, pckh_counts
+from .pckh import ALPHA, PoseScorer, pckh_counts, pckh_per_pair
 from .poses import read_poses
 from .preview import grid
 
@@ -150,8 +150,10 @@ class Report:
         m, b = self.metrics, self.metrics["baseline"]
         keys = [k for k in METRIC_KEYS if m.get(k) is not None]
         ceiling = (m.get("real_target") or {}).get("pckh")
-        shown = ", ".join(f"{k} {m[k]:.3f} (copy {b[k]:.3f}" + (f", real target {ceiling:.3f})" if k == "pckh"
-                                                                  and ceiling is not None else ")") for k in keys)
+        beside = {k: f"copy {b[k]:.3f}" for k in keys}
+        if ceiling is not None and "pckh" in beside:
+            beside["pckh"] += f", real target {ceiling:.3f}"
+        shown = ", ".join(f"{k} {m[k]:.3f} ({beside[k]})" for k in keys)
         return (f"Scored {m['num_pairs']} pairs ({m['skipped_pairs']} skipped): {shown}. {verdict(m)} "
                 f"{' '.join(self.notes)} Report: {self.report_dir / 'report.md'}; per pair: "
                 f"{self.report_dir / 'pairs.csv'}.")
@@ -321,7 +323,7 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
                 right, total = pckh_counts(scorer.estimate(list(tgt)), pose)
                 target_right.append(right)
                 target_total.append(total)
-                table["real_target_pckh"] = np.where(total > 0, right / np.maximum(total, 1), np.nan)
+                table["real_target_pckh"] = pckh_per_pair(right, total)
             per_pair.append(table)
         bar.close()
     scored = len(model_scores)
@@ -396,7 +398,7 @@ class _Scores:
             right, total = pckh_counts(scorer.estimate(list(images)), poses)
             self.right.append(right)
             self.total.append(total)
-            self.values["pckh"].append(np.where(total > 0, right / np.maximum(total, 1), np.nan))
+            self.values["pckh"].append(pckh_per_pair(right, total))
         if probe is not None:
             p, f = probe(images)
             self.probs.append(p)

@@ -52,7 +52,11 @@ def pckh(pred: np.ndarray, target: np.ndarray, alpha: float = ALPHA) -> float:
 
 def per_image_pckh(pred: np.ndarray, target: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
     """PCKh of each pair, nan where its target has no head box."""
-    right, total = pckh_counts(pred, target, alpha)
+    return pckh_per_pair(*pckh_counts(pred, target, alpha))
+
+
+def pckh_per_pair(right: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Each pair's PCKh from `pckh_counts`' counts, nan where the pair is not counted."""
     return np.where(total > 0, right / np.maximum(total, 1), np.nan)
 
 

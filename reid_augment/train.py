@@ -315,7 +315,7 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
     opt_rec = torch.optim.Adam(model.rec.parameters(), tc.lr, betas=betas)
     opt_ref = torch.optim.Adam(model.ref.parameters(), tc.lr, betas=betas)
     opt_disc = torch.optim.Adam(disc.parameters(), tc.lr, betas=betas)
-    step = 0
+    step, origin = 0, (state or {}).get("init_from", "")  # The donor a run started from, kept across resumes.
     if state:
         model.rec.load_state_dict(state["rec"])
         model.ref.load_state_dict(state["ref"])
@@ -326,7 +326,7 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
         set_rng_state(state["rng"])
         step = state["step"]
     elif init_from is not None:
-        init_from = _warm_start(model, init_from)
+        origin = _warm_start(model, init_from)
     end = tc.rec_steps if stage == "rec" else tc.rec_steps + tc.ref_steps
     if stage == "ref" and step < tc.rec_steps:
         raise InputError(f"--stage ref needs a finished reconstruction stage ({tc.rec_steps} steps); "
@@ -370,7 +370,7 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
                         world_size=ctx.world, step=step, stage="rec" if step <= tc.rec_steps else "ref",
                         rec=model.rec.state_dict(), ref=model.ref.state_dict(), disc=disc.state_dict(),
                         opt_rec=opt_rec.state_dict(), opt_ref=opt_ref.state_dict(), opt_disc=opt_disc.state_dict(),
-                        rng=rng_state(), init_from=str(init_from or (state or {}).get("init_from") or ""))
+                        rng=rng_state(), init_from=origin)
 
     nonfinite = torch.zeros((), device=dev)
     sums: dict[str, torch.Tensor] = {}

@@ -1,8 +1,10 @@
+import dataclasses
+
 import pytest
 import torch
 
 from reid_augment.config import ModelConfig, load_recipe
-from reid_augment.networks import VDG, Discriminator, coarse_image, refined_image
+from reid_augment.networks import VDG, Discriminator, coarse_image, refined_image, warm_start
 
 
 @pytest.mark.parametrize("recipe, size", [("market1501", (128, 64)), ("deepfashion", (256, 256))])
@@ -54,3 +56,19 @@ def test_pose_branch_changes_the_output():
         a = model(src, maps, maps)[1]
         b = model(src, maps, torch.zeros_like(maps))[1]
     assert not torch.allclose(a, b)
+
+
+def test_warm_start_grows_a_model_that_computes_what_its_donor_did():
+    cfg = load_recipe("tiny").model
+    torch.manual_seed(0)
+    donor = VDG(cfg).eval()
+    grown = VDG(dataclasses.replace(cfg, pose_to_decoder=True)).eval()
+    names = warm_start(grown.rec, donor.rec.state_dict()) + warm_start(grown.ref, donor.ref.state_dict())
+    assert names and all(n.startswith("decoder.") for n in names)  # Only the decoder's inputs grew.
+    h, w = cfg.image_size
+    img, src, tgt = torch.randn(2, 3, h, w), torch.rand(2, 18, h, w), torch.rand(2, 18, h, w)
+    with torch.no_grad():
+        for a, b in zip(donor(img, src, tgt), grown(img, src, tgt)):
+            assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="does not fit"):  # A smaller model cannot take a larger one's weights.
+        warm_start(donor.rec, grown.rec.state_dict())
