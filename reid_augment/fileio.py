@@ -58,6 +58,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         f.write(text)
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
 def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Copy the bytes of `src` to a new file `dst` (mode from the umask, as `cp` gives), atomically."""
     with open(src, "rb") as source, atomic_open(dst, "wb") as target:

@@ -33,7 +33,7 @@ from .checkpoint import load_generator, model_config_of
 from .config import GenerateConfig
 from .data import fit_crop, scale_pose, to_tensor, to_uint8
 from .errors import InputError
-from .fileio import atomic_open, save_png
+from .fileio import atomic_open, atomic_write_bytes, save_png
 from .images import ImageSet, image_sizes, load_rgb, scan_images
 from .keypoints import draw_skeleton, to_heatmaps, valid_pose_mask
 from .pckh import PoseScorer
@@ -305,11 +305,6 @@ def encode(rgb: np.ndarray, suffix: str, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    with atomic_open(path, "wb") as f:
-        f.write(data)
-
-
 def _append(path: Path, rows: pd.DataFrame, columns: list[str]) -> None:
     """Append rows to a CSV and fsync it."""
     with open(path, "a", encoding="utf-8", newline="") as f:
@@ -354,7 +349,7 @@ class _Selector:
         for at in rows.groupby(self.unit, sort=False).indices.values():
             kept[at[select(scores[at], self.keep, self.min_pckh)]] = True
         out_dir = self.manifest.parent
-        list(self.encoders.map(_write_bytes, [out_dir / p for p in rows["image"][kept]],
+        list(self.encoders.map(atomic_write_bytes, [out_dir / p for p in rows["image"][kept]],
                                [f for f, k in zip(files, kept) if k]))
         for image in rows["image"][~kept]:  # An earlier run's (other gate, killed midway) would be a stray image.
             (out_dir / image).unlink(missing_ok=True)

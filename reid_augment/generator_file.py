@@ -18,7 +18,7 @@ import torch
 from . import __version__
 from .config import ModelConfig, from_dict, validate_model
 from .errors import InputError
-from .fileio import atomic_open
+from .fileio import atomic_write_bytes
 from .networks import VDG
 
 FORMAT = "reid-augment-generator/1"
@@ -37,8 +37,7 @@ def write_generator(model: VDG, path: str | os.PathLike, step: int, recipe: str 
                 "step": str(int(step)), "dataset": dataset, "version": __version__, "dtype": str(dtype).split(".")[1],
                 "refine": str(int(model.refine)), **(extra or {})}
     path = Path(path)
-    with atomic_open(path, "wb") as f:
-        f.write(save(tensors, metadata=metadata))
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
     return path
 
 
