@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from reid_augment.checkpoint import save_checkpoint
+from reid_augment.weights import save_checkpoint
 from reid_augment.config import GenerateConfig, load_recipe
 from reid_augment.generate import generate
 from reid_augment.networks import VDG
@@ -44,7 +44,7 @@ def bare_forward_rate(model: VDG, size: tuple[int, int], batch: int, dev: torch.
 
 _PEAK = """
 import resource, sys, torch
-from reid_augment.checkpoint import save_checkpoint
+from reid_augment.weights import save_checkpoint
 from reid_augment.config import GenerateConfig, load_recipe
 from reid_augment.generate import generate
 from reid_augment.networks import VDG

@@ -28,7 +28,6 @@ def main() -> None:
     parser.add_argument("--recipe", default="market1501")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     dev = resolve_device(args.device)
@@ -37,7 +36,7 @@ def main() -> None:
         save_pair_set(work, build_pairs(read_poses(SAMPLE / "annotations.csv"), PairConfig()), PairConfig())
         warm, n = 2, args.steps
         recipe = load_recipe(args.recipe, [f"train.rec_steps={warm + n}", f"train.ref_steps={warm + n}",
-                                           f"train.batch_size={args.batch_size}", f"train.num_workers={args.workers}",
+                                           f"train.batch_size={args.batch_size}",
                                            f"train.log_every={warm}", "train.sample_every=100000",
                                            "train.checkpoint_every=100000"])
         # log_every = warm: the first line of each stage covers the warm-up, the next ones the timed steps.

@@ -21,7 +21,7 @@ import argparse
 import json
 from pathlib import Path
 
-from reid_augment.generator_file import read_metadata
+from reid_augment.weights import read_metadata
 
 
 def table(arms: list[Path]) -> str:

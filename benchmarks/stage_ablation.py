@@ -14,9 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from reid_augment.checkpoint import load_generator
 from reid_augment.evaluate import evaluate
-from reid_augment.generator_file import write_generator
+from reid_augment.weights import load_generator, write_generator
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ _PUBLIC = {
     "scan_images": "images",
     "load_recipe": "config",
     "run_demo": "demo",
-    "load_generator": "checkpoint",
-    "bundled_generators": "pretrained",
+    "load_generator": "weights",
+    "bundled_generators": "weights",
 }
 
 

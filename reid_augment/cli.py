@@ -285,7 +285,7 @@ def generate_cmd(images, per_id, workdir, checkpoint, out, strategy, kmeans_k, s
               help="Merged manifest (default: the first OUT's manifest.csv).")
 def merge_cmd(outs, output) -> None:
     """Join the manifests of sharded `generate` runs into one manifest.csv."""
-    from .generate import merge
+    from .manifest import merge
 
     path = merge(list(outs), output)
     click.echo(f"Merged the manifests of {len(outs)} folder(s) into {path}.")
@@ -339,7 +339,7 @@ def export_generator_cmd(source, output, bf16) -> None:
     """
     from pathlib import Path
 
-    from .generator_file import export_generator
+    from .weights import export_generator
 
     if Path(output).suffix != ".safetensors":
         raise click.BadParameter(f"{output}: the file name must end in .safetensors", param_hint="-o")
@@ -353,7 +353,7 @@ def export_generator_cmd(source, output, bf16) -> None:
 @click.option("--trust", is_flag=True, help="Confirm that you trust OLD: converting unpickles it, which can run code.")
 def convert_checkpoint_cmd(old, new, trust) -> None:
     """Rewrite a format-1 checkpoint (reid-augment 0.1) as format 2, which loads without unpickling code."""
-    from .checkpoint import convert_checkpoint
+    from .weights import convert_checkpoint
 
     convert_checkpoint(old, new, trust)
     click.echo(f"Wrote {new}: a format-2 checkpoint (tensors and plain data only).")

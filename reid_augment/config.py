@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +68,6 @@ class TrainConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     flip: bool = True               # Horizontal flips of both images and both poses.
-    num_workers: int = 4            # DataLoader workers.
     log_every: int = 50             # Steps between loss-log lines.
     sample_every: int = 1000        # Steps between sample grids.
     checkpoint_every: int = 1000    # Steps between checkpoints.
@@ -145,12 +145,20 @@ def _coerce(value, annotation, where: str):
     return value
 
 
+# Keys that older recipes (and the recipe.yaml of older runs) set and that are no longer fields: (dataclass, key) ->
+# why. They are dropped with a warning, so an old run dir still resumes; every other unknown key is an error.
+_REMOVED = {("TrainConfig", "num_workers"): "nothing read it: training batches are gathered on the device"}
+
+
 def from_dict(cls, data, where: str = "recipe"):
     """Build dataclass `cls` from a mapping; unknown keys and wrong types are errors."""
     if not isinstance(data, dict):
         raise InputError(f"{where}: expected a mapping, got {_short(data)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    for key in [k for k in data if (cls.__name__, k) in _REMOVED]:
+        warnings.warn(f"{where}: {key} was removed ({_REMOVED[cls.__name__, key]}); ignored", stacklevel=2)
+        data = {k: v for k, v in data.items() if k != key}
     unknown = sorted((k for k in data if k not in names), key=str)
     if unknown:
         raise InputError(f"{where}: unknown key {_short(unknown[0])}; known: {', '.join(names)}")
@@ -255,8 +263,7 @@ _RANGES = [("model", "num_joints", 18, 18), ("model", "heatmap_sigma", 1e-6, Non
            ("loss", "lambda_img", 0, None), ("loss", "ssim_window", 1, None), ("loss", "ssim_sigma", 1e-6, None),
            ("train", "batch_size", 1, None), ("train", "rec_steps", 0, None), ("train", "ref_steps", 0, None),
            ("train", "lr", 1e-12, None), ("train", "beta1", 0, 0.999999), ("train", "beta2", 0, 0.999999),
-           ("train", "num_workers", 0, None), ("train", "log_every", 1, None), ("train", "sample_every", 1, None),
-           ("train", "checkpoint_every", 1, None)]
+           ("train", "log_every", 1, None), ("train", "sample_every", 1, None), ("train", "checkpoint_every", 1, None)]
 
 
 def _check_ranges(recipe: Recipe, sections: tuple[str, ...], where: str) -> None:

@@ -102,7 +102,9 @@ class TrainingData:
 
 
 def flip_pose_tensor(poses: torch.Tensor, width: int) -> torch.Tensor:
-    """`keypoints.flip_poses` for a tensor: mirror [..., K, 2] poses, swapping left and right joints."""
+    """Mirror [..., K, 2] (y, x) poses in an image `width` wide, swapping left and right joints
+    (`keypoints.FLIP_PERMUTATION`): x -> width - 1 - x for present joints; a missing joint (a negative coordinate)
+    keeps its coordinates, so it stays missing, at its mirror joint's index."""
     flipped = poses.index_select(-2, _flip_index(poses.device))
     vis = (flipped[..., 0] >= 0) & (flipped[..., 1] >= 0)
     return torch.stack([flipped[..., 0], torch.where(vis, width - 1 - flipped[..., 1], flipped[..., 1])], dim=-1)

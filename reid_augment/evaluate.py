@@ -25,14 +25,16 @@ from . import __version__
 from .errors import InputError
 from .data import scale_pose
 from .fileio import atomic_open, atomic_write_text, save_png
-from .generate import load_for_inference, read_manifest, render
+from .generate import render
 from .images import identities, image_sizes, load_rgb, scan_images
 from .keypoints import body_mask, draw_skeleton
 from .losses import ssim
+from .manifest import read_manifest
 from .pairs import read_pair_file
 from .pckh import ALPHA, PoseScorer, pckh_counts, pckh_per_pair
 from .poses import read_poses
 from .preview import grid
+from .weights import load_generator
 
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's cache name.
 IS_SPLITS = 10
@@ -234,7 +236,8 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
 
     # Generate the test pairs (resumable, same writer as `generate`).
     if checkpoint is not None:
-        model, info, dev = load_for_inference(checkpoint, device)
+        dev = resolve_device(device)
+        model, provenance = load_generator(checkpoint, dev)
         known = set(pose_table.names)
         usable = pair_table[pair_table["from"].isin(paths) & pair_table["to"].isin(paths)
                             & pair_table["from"].isin(known) & pair_table["to"].isin(known)]
@@ -246,12 +249,12 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
             "source": usable["from"].to_numpy(), "source_path": [paths[a] for a in usable["from"]],
             "pose_from": usable["to"].to_numpy(), "target_h": target_hw[:, 0], "target_w": target_hw[:, 1],
             "seed": 0, "strategy": "pairs",
-            "checkpoint": info["checkpoint"], "step": info["step"], "version": info["version"]})
+            "checkpoint": provenance["sha256"], "step": provenance["step"], "version": __version__})
         generated = report_dir / "generated"
         # Each output at its target's size: scored at the data set's resolution, as the papers do.
-        render(model, requests, pose_table, generated / "manifest.csv", info["size"], info["sigma"], dev, batch_size,
-               num_workers=0, progress=progress, out_like="target")
-        meta = {"checkpoint": info["checkpoint"], "checkpoint_step": info["step"]}
+        render(model, requests, pose_table, generated / "manifest.csv", model.cfg.image_size, model.cfg.heatmap_sigma,
+               dev, batch_size, num_workers=0, progress=progress, out_like="target")
+        meta = {"checkpoint": provenance["sha256"], "checkpoint_step": provenance["step"]}
     table = find_generated(generated)
     wanted = pair_table[["from", "to"]].merge(table, on=["from", "to"], how="left").rename(
         columns={"from": "src", "to": "tgt"})

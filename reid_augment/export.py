@@ -1,9 +1,9 @@
-"""Hand generated images to re-ID code: an augmented copy of a data set root in its own layout, and the
-source-to-generated item mapping the torchreid and fast-reid integrations use.
+"""Hand generated images to re-ID code: an augmented copy of a data set root in its own layout.
 
 A generated image keeps its source's person and camera: in a file name that each data set's own parser
 reads (`0002_c1s1_000451_03_vdg07.jpg`, `0000_000_01_0303morning_0015_0_vdg07.jpg`), in MSMT17's list
-files (the source's label), and in `generated_items` (the source's item in the re-ID framework).
+files (the source's label), and in `manifest.generated_items` (the source's item in the re-ID framework, which
+the torchreid and fast-reid integrations use).
 """
 
 from __future__ import annotations
@@ -12,50 +12,13 @@ import os
 import shutil
 from pathlib import Path
 
-import pandas as pd
 from PIL import Image
 
 from .errors import InputError
 from .fileio import atomic_open, atomic_write_text, copy_file
 from .images import image_size, image_sizes, scan_images
 from .layouts import MSMT_LISTS, detect_layout, layout_entries, read_msmt_list
-
-
-def read_generated(manifest: str | os.PathLike) -> tuple[Path, pd.DataFrame]:
-    """(manifest path, its rows whose image exists); `manifest` may be the generate output folder.
-
-    Raises:
-        InputError: no such manifest, not a manifest, or none of its images on disk (nothing to hand on).
-    """
-    from .generate import read_manifest
-
-    manifest = Path(manifest)
-    if manifest.is_dir():
-        manifest = manifest / "manifest.csv"
-    if not manifest.is_file():
-        raise InputError(f"{manifest}: no such manifest (run `reid-augment generate` first)")
-    table = read_manifest(manifest)
-    if table.empty:
-        raise InputError(f"{manifest}: lists no generated image that is on disk beside it (an empty or torn "
-                         f"manifest, or images moved away)")
-    return manifest, table
-
-
-def generated_items(manifest: str | os.PathLike, base_train: list[tuple]) -> list[tuple]:
-    """Items for a re-ID framework's training list: each generated image takes its source's item (pid, camid,
-    and whatever else the framework keeps) with its own path. Sources are matched by file name.
-
-    Raises:
-        InputError: no generated image's source is in `base_train` (the manifest is for another data set).
-    """
-    manifest, table = read_generated(manifest)
-    by_name = {os.path.basename(item[0]): item for item in base_train}
-    items = [(str(manifest.parent / image), *by_name[os.path.basename(source)][1:])
-             for image, source in zip(table["image"], table["source"]) if os.path.basename(source) in by_name]
-    if len(table) and not items:
-        raise InputError(f"{manifest}: none of its {len(table)} sources is in this data set's training split "
-                         f"(e.g. {table['source'].iloc[0]}); was it generated from another data set?")
-    return items
+from .manifest import read_generated
 
 
 def _place(src: Path, dst: Path, copy: bool, size: tuple[int, int] | None) -> bool:

@@ -4,12 +4,11 @@ Output: OUT/images/ (Market-1501 names that keep the source's person and camera,
 0002_c1s1_000451_03_vdg07.jpg), OUT/manifest.csv (one row per image, appended only once its image is on
 disk), OUT/candidates.csv (every candidate made, its PCKh and whether it was kept; an identity is done once its
 rows are there) and OUT/preview.png. Shards write manifest.shard-I-of-N.csv and candidates.shard-I-of-N.csv;
-`merge` joins the manifests.
+`manifest.merge` joins the manifests. The manifest's columns, names, reader and writers live in `manifest`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import time
@@ -29,31 +28,26 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import __version__
-from .checkpoint import load_generator, model_config_of
 from .config import GenerateConfig
 from .data import fit_crop, scale_pose, to_tensor, to_uint8
+from .device import resolve_device
 from .errors import InputError
-from .fileio import atomic_open, atomic_write_bytes, save_png
+from .fileio import atomic_write_bytes, save_png
 from .images import ImageSet, image_sizes, load_rgb, scan_images
-from .keypoints import draw_skeleton, to_heatmaps, valid_pose_mask
+from .keypoints import condition, draw_skeleton, valid_pose_mask
+from .manifest import (LOG_COLUMNS, MANIFEST_COLUMNS, append_manifest, candidates_path, manifest_name,
+                       read_manifest, write_manifest)
 from .pckh import PoseScorer
 from .posebank import STRATEGIES, farthest_order, kmeans_centres, nearest_of_others, normalise
 from .poses import PoseTable, read_poses
+from .weights import load_generator
 
-MANIFEST_COLUMNS = ["image", "pid", "camid", "source", "pose_from", "strategy", "seed", "checkpoint", "step",
-                    "version", "pckh"]
-LOG_COLUMNS = MANIFEST_COLUMNS + ["kept"]  # candidates.csv: every candidate made, kept (1) or not (0).
 POOL_MIN_CANDIDATES = 256  # By default fewer are scored in this process: a pool's workers take seconds to start.
 
 
 def image_seed(seed: int, person_id: str, j: int) -> int:
     """The seed of candidate j of a person: independent of batch size, sharding, N and M."""
     return int(np.random.SeedSequence([seed, zlib.crc32(person_id.encode()), j]).generate_state(1)[0])
-
-
-def candidates_path(manifest: Path) -> Path:
-    """manifest.csv -> candidates.csv; manifest.shard-0-of-4.csv -> candidates.shard-0-of-4.csv."""
-    return manifest.with_name("candidates" + manifest.name[len("manifest"):])
 
 
 def available_cores() -> int:
@@ -85,14 +79,6 @@ def output_name(source: str, k: int) -> str:
     generated image as another image of the same person from the same camera.
     """
     return f"{os.path.splitext(source)[0]}_vdg{k:02d}.jpg"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig,
@@ -247,41 +233,6 @@ class GenerateResult:
                 f"Manifest: {self.manifest}; contact sheet: {self.out_dir / 'preview.png'}.")
 
 
-def read_manifest(path: Path, columns: list[str] = MANIFEST_COLUMNS, on_disk: bool = True) -> pd.DataFrame:
-    """Rows of a manifest (or of a candidates log: LOG_COLUMNS), with `on_disk` only those whose image exists;
-    a torn last line (a killed run) is dropped.
-
-    Raises:
-        InputError: the file is not a manifest CSV (not text, malformed rows, no image or source column).
-    """
-    if not path.is_file():
-        return pd.DataFrame(columns=columns)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(f"{path}: not a manifest (not UTF-8 text: byte {err.start})") from None
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    from io import StringIO
-
-    try:
-        table = pd.read_csv(StringIO(text), dtype={"pid": str}, keep_default_na=False) if text else pd.DataFrame(
-            columns=columns)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
-        raise InputError(f"{path}: not a manifest CSV ({' '.join(str(err).split())[:120]})") from None
-    if not {"image", "source"} <= set(table.columns):
-        raise InputError(f"{path}: not a manifest: it needs the columns image and source (found "
-                         f"{', '.join(map(str, table.columns[:8]))})")
-    table["image"] = table["image"].astype(str)
-    for column in columns:  # Manifests of older versions lack the newer columns.
-        if column not in table:
-            table[column] = ""
-    if not on_disk:
-        return table
-    exists = np.array([(path.parent / p).is_file() for p in table["image"]], dtype=bool)
-    return table[exists].reset_index(drop=True)
-
-
 def select(scores: np.ndarray, keep: int, min_pckh: float | None = None) -> np.ndarray:
     """Positions (ascending) of the `keep` of one identity's candidates to keep, from their PCKh.
 
@@ -303,14 +254,6 @@ def encode(rgb: np.ndarray, suffix: str, quality: int) -> bytes:
     else:
         Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
-
-
-def _append(path: Path, rows: pd.DataFrame, columns: list[str]) -> None:
-    """Append rows to a CSV and fsync it."""
-    with open(path, "a", encoding="utf-8", newline="") as f:
-        rows[columns].to_csv(f, header=False, index=False, lineterminator="\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 class _Selector:
@@ -353,8 +296,8 @@ class _Selector:
                                [f for f, k in zip(files, kept) if k]))
         for image in rows["image"][~kept]:  # An earlier run's (other gate, killed midway) would be a stray image.
             (out_dir / image).unlink(missing_ok=True)
-        _append(self.manifest, rows[kept], MANIFEST_COLUMNS)
-        _append(candidates_path(self.manifest), rows.assign(kept=kept.astype(int)), LOG_COLUMNS)
+        append_manifest(self.manifest, rows[kept], MANIFEST_COLUMNS)
+        append_manifest(candidates_path(self.manifest), rows.assign(kept=kept.astype(int)), LOG_COLUMNS)
         self.made += int(kept.sum())
         self.short += rows[self.unit].nunique() * self.keep - int(kept.sum())
         self.unscorable += int((kept & np.isnan(scores)).sum()) if self.scorer else 0
@@ -385,9 +328,8 @@ def _resume(requests: pd.DataFrame, unit: str, keep: int, min_pckh: float | None
     stays = logged[unit].isin(finished).to_numpy()
     done = done[keys(done).isin(set(keys(logged)[stays & kept]))]
     logged = logged[stays]
-    for path, table, columns in ((manifest, done, MANIFEST_COLUMNS), (candidates_path(manifest), logged, LOG_COLUMNS)):
-        with atomic_open(path, "w", encoding="utf-8", newline="") as f:
-            table.to_csv(f, index=False, lineterminator="\n", columns=columns)
+    write_manifest(manifest, done, MANIFEST_COLUMNS)
+    write_manifest(candidates_path(manifest), logged, LOG_COLUMNS)
     return requests[~requests[unit].isin(finished)].reset_index(drop=True)
 
 
@@ -463,10 +405,9 @@ def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, man
         bar = tqdm(total=len(todo), desc="generate", unit="img", disable=not progress)
         for index, src_img, src_pose, tgt_pose, out_hw, out_pose in loader:
             src_img = src_img.to(dev, non_blocking=True)
-            src_maps = to_heatmaps(src_pose.to(dev), size, sigma)
-            tgt_maps = to_heatmaps(tgt_pose.to(dev), size, sigma)
+            maps = condition(src_pose.to(dev), tgt_pose.to(dev), size, sigma)
             with torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext():
-                refined = model(src_img, src_maps, tgt_maps)[1].float()
+                refined = model(src_img, maps["src_maps"], maps["tgt_maps"])[1].float()
             pixels = to_uint8_sized(refined, out_hw)
             pending.append(writer.submit(sink.add, todo.iloc[index.numpy()], pixels, out_pose.numpy()))
             while len(pending) > 3:  # Bounded: memory stays flat however many images are planned.
@@ -476,19 +417,6 @@ def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, man
             future.result()
         bar.close()
     return Rendered(sink.made, already, sink.short, sink.unscorable)
-
-
-def load_for_inference(checkpoint: str | os.PathLike, device: str) -> tuple[torch.nn.Module, dict, torch.device]:
-    """The generator of a checkpoint (or a bundled generator's name) on its device, with its fields for the manifest."""
-    from .device import resolve_device
-    from .pretrained import resolve_generator
-
-    dev = resolve_device(device)
-    checkpoint = resolve_generator(checkpoint)
-    model, state = load_generator(checkpoint, map_location="cpu")
-    cfg = model_config_of(state)
-    return model.to(dev), {"checkpoint": file_sha256(checkpoint), "step": int(state["step"]), "version": __version__,
-                           "size": cfg.image_size, "sigma": cfg.heatmap_sigma}, dev
 
 
 def generate(images: str | os.PathLike, checkpoint: str | os.PathLike, poses: str | os.PathLike,
@@ -510,21 +438,21 @@ def generate(images: str | os.PathLike, checkpoint: str | os.PathLike, poses: st
     if scorer is None and (cfg.candidates > 1 or cfg.min_pckh is not None):
         raise InputError("--candidates and --min-pckh score images by pose consistency, which needs the offline "
                          "pose backend (`make pose` installs MediaPipe)" + ("" if cfg.score else "; drop --no-score"))
-    model, info, dev = load_for_inference(checkpoint, device)
+    dev = resolve_device(device)
+    model, provenance = load_generator(checkpoint, dev)
     pose_table = read_poses(poses)
     image_set = scan_images(images, layout=cfg.layout, splits=("train",))
     requests, unusable = plan(image_set, pose_table, cfg, shard)
     requests["strategy"], requests["checkpoint"], requests["step"], requests["version"] = (
-        cfg.strategy, info["checkpoint"], info["step"], info["version"])
-    name = "manifest.csv" if shard[1] == 1 else f"manifest.shard-{shard[0]}-of-{shard[1]}.csv"
-    manifest_path = out_dir / name
+        cfg.strategy, provenance["sha256"], provenance["step"], __version__)
+    manifest_path = out_dir / manifest_name(shard)
     if scorer is not None:
         scorer.processes = scoring_processes(cfg.score_processes, len(requests))
     with scorer or nullcontext():
         made, already, short, unscorable = render(
-            model, requests, pose_table, manifest_path, info["size"], info["sigma"], dev, cfg.batch_size,
-            cfg.num_workers, cfg.jpeg_quality, progress, cfg.out_size, scorer=scorer, min_pckh=cfg.min_pckh,
-            keep=cfg.per_id)
+            model, requests, pose_table, manifest_path, model.cfg.image_size, model.cfg.heatmap_sigma, dev,
+            cfg.batch_size, cfg.num_workers, cfg.jpeg_quality, progress, cfg.out_size, scorer=scorer,
+            min_pckh=cfg.min_pckh, keep=cfg.per_id)
     manifest = read_manifest(manifest_path)
     scores = pd.to_numeric(manifest["pckh"], errors="coerce")
     if len(manifest):
@@ -536,25 +464,3 @@ def generate(images: str | os.PathLike, checkpoint: str | os.PathLike, poses: st
                           time.perf_counter() - start, short, cfg.candidates, scorer.name if scorer else None,
                           float(scores.mean()) if scores.notna().any() else None, cfg.score, unscorable,
                           scorer.processes if scorer else 0)
-
-
-def merge(out_dirs: list[str | os.PathLike], output: str | os.PathLike | None = None) -> Path:
-    """Join the manifests of shard runs into one manifest.csv (image paths made relative to it)."""
-    if not out_dirs:
-        raise InputError("merge needs at least one output folder")
-    output = Path(output) if output else Path(out_dirs[0]) / "manifest.csv"
-    parts = []
-    for folder in map(Path, out_dirs):
-        files = sorted(p for p in folder.glob("manifest*.csv") if p.resolve() != output.resolve())
-        if not files:
-            raise InputError(f"{folder}: no manifest*.csv to merge")
-        for path in files:
-            table = read_manifest(path)
-            table["image"] = [os.path.relpath(path.parent / p, output.parent) for p in table["image"]]
-            parts.append(table)
-    merged = pd.concat(parts, ignore_index=True).drop_duplicates("image").sort_values(["pid", "image"])
-    if merged.empty:  # Shards killed before their first batch: nothing to train on, say so rather than write it.
-        raise InputError(f"{', '.join(map(str, out_dirs))}: the shard manifests list no image yet (rerun the shards)")
-    with atomic_open(output, "w", encoding="utf-8", newline="") as f:
-        merged.to_csv(f, index=False, lineterminator="\n", columns=MANIFEST_COLUMNS)
-    return output

@@ -19,7 +19,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
-from .layouts import IMAGE_EXTENSIONS, MARKET_SPLITS, Layout, detect_layout, layout_entries  # noqa: F401
+from .layouts import IMAGE_EXTENSIONS, Layout, detect_layout, layout_entries
 
 # Person and camera of a re-ID file name: Market-1501, CUHK03-NP, DukeMTMC-reID (`<person>_c<camera>...`, groups
 # 1-2), torchreid's CUHK03 (`<campus pair>_<person>_<view>_<index>`, `1_001_1_01.png`: the person is pair and

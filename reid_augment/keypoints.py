@@ -122,14 +122,6 @@ def to_heatmaps(poses: torch.Tensor, size: tuple[int, int], sigma: float = HEATM
     return gy.unsqueeze(-1) * gx.unsqueeze(-2) * vis[..., None, None]
 
 
-def flip_poses(poses: np.ndarray, width: int) -> np.ndarray:
-    """Mirror poses horizontally, swapping left and right joints; [..., K, 2] -> [..., K, 2]."""
-    flipped = poses[..., FLIP_PERMUTATION, :].copy()
-    vis = present(flipped)
-    flipped[..., 1] = np.where(vis, width - 1 - flipped[..., 1], MISSING)
-    return flipped
-
-
 def body_mask(pose: np.ndarray, size: tuple[int, int], radius: int = 4) -> np.ndarray:
     """Body mask of PG2/Def-GAN for mask-SSIM and mask-IS, from one (target) pose.
 
@@ -192,6 +184,26 @@ def body_masks(poses: torch.Tensor, size: tuple[int, int], radius: float = 4.0) 
     mask = inside.float().view(n, 1, h, w)
     closed = torch.nn.functional.max_pool2d(mask, 5, stride=1, padding=2)  # Dilation...
     return -torch.nn.functional.max_pool2d(-closed, 5, stride=1, padding=2)  # ...then erosion.
+
+
+def condition(src_pose: torch.Tensor, tgt_pose: torch.Tensor, size: tuple[int, int], sigma: float = HEATMAP_SIGMA,
+              masks: bool = False) -> dict[str, torch.Tensor]:
+    """The pose conditioning of a batch, drawn on the poses' device: what VDG takes besides the source image.
+
+    The one place poses become model inputs, for training (`train.prepare_batch`), generation (`generate.render`)
+    and the benchmarks alike.
+
+    Args:
+        src_pose, tgt_pose: [N, K, 2] (y, x) in the model's frame, negative for missing joints.
+        size: (H, W) of the model's crops; sigma: the heatmaps' (ModelConfig.heatmap_sigma).
+        masks: also the target body masks of the refinement stage's masked losses.
+    Returns:
+        src_maps, tgt_maps [N, K, H, W] (`to_heatmaps`) and, with `masks`, tgt_mask [N, 1, H, W] (`body_masks`).
+    """
+    out = {"src_maps": to_heatmaps(src_pose, size, sigma), "tgt_maps": to_heatmaps(tgt_pose, size, sigma)}
+    if masks:
+        out["tgt_mask"] = body_masks(tgt_pose, size)
+    return out
 
 
 def draw_skeleton(pose: np.ndarray, size: tuple[int, int], radius: int = 2) -> np.ndarray:

@@ -36,12 +36,12 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from .checkpoint import rng_state, safe_load, set_rng_state
 from .errors import InputError
-from .export import generated_items
 from .fileio import atomic_open, atomic_write_text
 from .images import scan_images
 from .layouts import Layout
+from .manifest import generated_items
+from .weights import rng_state, safe_load, set_rng_state
 
 ARMS = ("baseline", "augmented")
 METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")

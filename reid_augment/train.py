@@ -16,8 +16,9 @@ import os
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -25,21 +26,21 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, model_config_of, rng_state, save_checkpoint, set_rng_state
-from .config import ModelConfig, Recipe, dump_recipe, recipe_to_dict
+from .config import ModelConfig, Recipe, TrainConfig, dump_recipe, recipe_to_dict
 from .device import autocast as make_autocast
-from .device import resolve_device  # noqa: F401  (also imported from here by older code)
-from .data import StepSampler, load_training_data, resolve_pairs, to_uint8
+from .device import resolve_device
+from .data import StepSampler, TrainingData, load_training_data, resolve_pairs, to_uint8
 from .errors import InputError, TrainingError
 from .fileio import atomic_write_text, save_png
-from .generator_file import write_generator
 from .images import scan_images
-from .keypoints import body_masks, draw_skeleton, to_heatmaps
+from .keypoints import condition, draw_skeleton
 from .losses import discriminator_loss, generator_adversarial_loss, image_loss, l1
 from .networks import VDG, Discriminator, coarse_image, refined_image, warm_start
 from .pairs import read_pair_file
 from .preview import grid
 from .poses import read_poses
+from .weights import (load_checkpoint, load_generator, model_config_of, rng_state, save_checkpoint, set_rng_state,
+                      write_generator)
 
 STAGES = ("rec", "ref", "all")
 
@@ -81,12 +82,10 @@ def _sample_grid(model: VDG, batch: dict, size: tuple[int, int]) -> np.ndarray:
 
 
 def prepare_batch(batch: dict, cfg: ModelConfig, channels_last: bool, masks: bool = True) -> dict:
-    """Draw a batch of `TrainingData.batch` its heatmaps and (for the refinement stage's masked losses) target body
-    masks on its device, as the step functions take it."""
-    batch["src_maps"] = to_heatmaps(batch["src_pose"], cfg.image_size, cfg.heatmap_sigma)
-    batch["tgt_maps"] = to_heatmaps(batch["tgt_pose"], cfg.image_size, cfg.heatmap_sigma)
-    if masks:
-        batch["tgt_mask"] = body_masks(batch["tgt_pose"], cfg.image_size)
+    """The batch phase: a batch of `TrainingData.batch` with its pose conditioning (`keypoints.condition`: the
+    heatmaps and, for the refinement stage's masked losses, the target body masks) drawn on its device, as the
+    step functions take it."""
+    batch.update(condition(batch["src_pose"], batch["tgt_pose"], cfg.image_size, cfg.heatmap_sigma, masks))
     if channels_last:
         for key in ("src_img", "tgt_img", "src_maps", "tgt_maps", "tgt_mask"):
             if key in batch:
@@ -101,7 +100,7 @@ def _truncate_stats(path: Path, step: int) -> None:
         atomic_write_text(path, "".join(ln + "\n" for ln in lines))
 
 
-# Settings that change what a run computes; the others (logging, workers, compile, ref_steps) may change on resume,
+# Settings that change what a run computes; the others (logging, compile, ref_steps) may change on resume,
 # and rec_steps as `_stage_diff` allows.
 _RUN_DEFINING_TRAIN = ("batch_size", "lr", "beta1", "beta2", "flip", "seed", "amp")
 
@@ -236,6 +235,78 @@ class _WaitClock:
         return seconds
 
 
+# `train` is a sequence of phases, each a function of the run's shared state (`_Run`): set-up (`_set_up`: the
+# arguments, the data tables, the checkpoint to resume, the seed, `_build_models`), resume (`_resume`), the run dir
+# (`_open_run_dir`), the data (`_load_data`) and the networks to train (`_ready_networks`), then the steps (`_loop`):
+# per step a batch (`prepare_batch`) and one stage's step (`reconstruction_step`, or `_refinement_step`: a D step
+# and a G step), then at intervals the checks (`_check`), logging (`_log`), samples (`_sample`) and checkpoints
+# (`_checkpoint`); last the summary (`_finish`).
+
+
+@dataclass
+class _Models:
+    """A run's modules and optimisers: VDG (both stages), the discriminator, an Adam for each part."""
+
+    model: VDG
+    disc: Discriminator
+    opt_rec: torch.optim.Optimizer
+    opt_ref: torch.optim.Optimizer
+    opt_disc: torch.optim.Optimizer
+
+
+@dataclass
+class _Run:
+    """What the phases of one `train` call share."""
+
+    recipe: Recipe                 # With the model config that trains: a resumed checkpoint's.
+    run_dir: Path
+    dev: torch.device
+    ctx: _Dist
+    stage: str
+    tables: tuple                  # (pairs, poses, image paths), checked against each other.
+    state: dict | None             # The checkpoint resumed from.
+    autocast: Callable
+    nets: _Models
+    step: int = 0
+    origin: str = ""               # The donor a run started from, kept across resumes.
+    dataset: str = ""
+    writer: Any = None             # TensorBoard's, when asked for (rank 0).
+    data: TrainingData | None = None
+    stream: Iterator | None = None  # (pair, flip) items of this process's batches from `step` on.
+    fixed: dict | None = None      # The sample grids' batch.
+    rec_net: torch.nn.Module | None = None  # The modules as the steps call them (compiled on CUDA on request)...
+    ref_net: torch.nn.Module | None = None
+    disc_net: torch.nn.Module | None = None
+    rec_train: torch.nn.Module | None = None  # ...and as the stage in training wraps them (DDP).
+    ref_train: torch.nn.Module | None = None
+    disc_train: torch.nn.Module | None = None
+    nonfinite: torch.Tensor | None = None  # 1 once a loss was not finite, on the device.
+    sums: dict = field(default_factory=dict)  # Loss sums since the last log line, on the device.
+    wait: _WaitClock | None = None
+    last_log: int = 0
+    tick: float = 0.0
+    bar: Any = None
+
+    @property
+    def latest(self) -> Path:
+        return self.run_dir / "checkpoints" / "latest.pt"
+
+    @property
+    def stats(self) -> Path:
+        return self.run_dir / "stats.jsonl"
+
+    @property
+    def per_rank(self) -> int:
+        """This process's share of the global batch."""
+        return self.recipe.train.batch_size // self.ctx.world
+
+    @property
+    def end(self) -> int:
+        """The step this call stops at."""
+        tc = self.recipe.train
+        return tc.rec_steps if self.stage == "rec" else tc.rec_steps + tc.ref_steps
+
+
 def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
           pairs: str | os.PathLike, poses: str | os.PathLike, stage: str = "all", device: str = "auto",
           resume: bool = False, progress: bool = True, force: bool = False, tensorboard: bool = False,
@@ -264,9 +335,23 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
         checkpoints: False writes no checkpoint and no generator file, not even at the end (for benchmarks: a
             market1501 model's full checkpoints are GBs); the path returned then names nothing.
     """
+    run = _set_up(images, recipe, Path(run_dir), pairs, poses, stage, device, resume, force)
+    _resume(run, init_from)
+    if run.step >= run.end:
+        return run.latest
+    _open_run_dir(run, images, tensorboard)
+    _load_data(run, progress)
+    _ready_networks(run)
+    _loop(run, progress, time_limit, checkpoints)
+    return _finish(run)
+
+
+def _set_up(images, recipe: Recipe, run_dir: Path, pairs, poses, stage: str, device: str, resume: bool,
+            force: bool) -> _Run:
+    """Set-up: the arguments, the data tables (every pair's images and poses must exist before the first step),
+    the checkpoint to resume (its model config fixes the architecture), the seed, the models and optimisers."""
     if stage not in STAGES:
         raise InputError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
-    run_dir = Path(run_dir)
     latest = run_dir / "checkpoints" / "latest.pt"
     if resume and not latest.is_file():
         raise InputError(f"{latest}: nothing to resume from")
@@ -276,9 +361,25 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
     if tc.batch_size % ctx.world:
         raise InputError(f"train.batch_size {tc.batch_size} is the global batch: it must divide evenly across the "
                          f"{ctx.world} processes (e.g. {tc.batch_size // ctx.world * ctx.world or ctx.world})")
-    per_rank = tc.batch_size // ctx.world
+    tables = _read_tables(images, pairs, poses)
+    state = load_checkpoint(latest) if latest.is_file() else None
+    if state and not force:
+        diffs = resume_diff(state, recipe, ctx.world)
+        if diffs:
+            raise InputError(f"{latest}: resuming would change the run ({'; '.join(diffs)}); use the checkpoint's "
+                             f"settings, a new run dir, or --force")
+    recipe = replace(recipe, model=model_config_of(state) if state else recipe.model)
+    autocast = make_autocast(dev, tc.amp)  # Before the seed: its one-off CPU probe builds a layer (draws numbers).
+    # Every generator a step could draw from starts from the seed, so a run is a function of its recipe, in the
+    # first call of a process or a later one, and a checkpoint's RNG state (all three) continues it exactly.
+    random.seed(tc.seed)
+    np.random.seed(tc.seed)
+    torch.manual_seed(tc.seed)
+    return _Run(recipe, run_dir, dev, ctx, stage, tables, state, autocast, _build_models(recipe.model, tc, dev))
 
-    # Data: every pair's images and poses must exist before the first step.
+
+def _read_tables(images, pairs, poses) -> tuple:
+    """The pair table, the pose table and the training images' paths by name, checked against each other."""
     pair_table = read_pair_file(pairs)
     if pair_table.empty:
         raise InputError(f"{pairs}: no pairs to train on")
@@ -286,188 +387,230 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
     found = scan_images(images, splits=("train",)).images  # Pairs are of training images.
     paths = dict(zip(found["name"], found["path"]))
     resolve_pairs(pair_table, pose_table, paths, str(pairs))
+    return pair_table, pose_table, paths
 
-    # Models and optimisers; a resumed checkpoint fixes the architecture.
-    state = load_checkpoint(latest) if latest.is_file() else None
-    if state and not force:
-        diffs = resume_diff(state, recipe, ctx.world)
-        if diffs:
-            raise InputError(f"{latest}: resuming would change the run ({'; '.join(diffs)}); use the checkpoint's "
-                             f"settings, a new run dir, or --force")
-    model_cfg = model_config_of(state) if state else recipe.model
-    recipe = replace(recipe, model=model_cfg)
-    autocast = make_autocast(dev, tc.amp)  # Before the seed: its one-off CPU probe builds a layer (draws numbers).
-    # Every generator a step could draw from starts from the seed, so a run is a function of its recipe, in the
-    # first call of a process or a later one, and a checkpoint's RNG state (all three) continues it exactly.
-    random.seed(tc.seed)
-    np.random.seed(tc.seed)
-    torch.manual_seed(tc.seed)
-    model = VDG(model_cfg).to(dev)
-    disc = Discriminator(model_cfg.disc_channels, model_cfg.disc_levels, model_cfg.image_size).to(dev)
-    cuda = dev.type == "cuda"
-    if cuda:
+
+def _build_models(cfg: ModelConfig, tc: TrainConfig, dev: torch.device) -> _Models:
+    """Fresh modules (drawn from torch's generator) in the loop's memory format, and their optimisers."""
+    model = VDG(cfg).to(dev)
+    disc = Discriminator(cfg.disc_channels, cfg.disc_levels, cfg.image_size).to(dev)
+    if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # Fixed shapes: let cuDNN pick the fastest kernels once.
     # oneDNN's and cuDNN's fast convolution kernels want NHWC: 1.5x on the CPU in float32 (RESULTS.md).
-    channels_last = tc.channels_last
-    if channels_last:
+    if tc.channels_last:
         model, disc = model.to(memory_format=torch.channels_last), disc.to(memory_format=torch.channels_last)
     betas = (tc.beta1, tc.beta2)
-    opt_rec = torch.optim.Adam(model.rec.parameters(), tc.lr, betas=betas)
-    opt_ref = torch.optim.Adam(model.ref.parameters(), tc.lr, betas=betas)
-    opt_disc = torch.optim.Adam(disc.parameters(), tc.lr, betas=betas)
-    step, origin = 0, (state or {}).get("init_from", "")  # The donor a run started from, kept across resumes.
+    return _Models(model, disc, torch.optim.Adam(model.rec.parameters(), tc.lr, betas=betas),
+                   torch.optim.Adam(model.ref.parameters(), tc.lr, betas=betas),
+                   torch.optim.Adam(disc.parameters(), tc.lr, betas=betas))
+
+
+def _resume(run: _Run, init_from) -> None:
+    """Resume: the checkpoint's weights, optimiser states, RNG state and step; or a new run's warm start."""
+    nets, state, tc = run.nets, run.state, run.recipe.train
+    run.origin = (state or {}).get("init_from", "")
     if state:
-        model.rec.load_state_dict(state["rec"])
-        model.ref.load_state_dict(state["ref"])
-        disc.load_state_dict(state["disc"])
-        opt_rec.load_state_dict(state["opt_rec"])
-        opt_ref.load_state_dict(state["opt_ref"])
-        opt_disc.load_state_dict(state["opt_disc"])
+        nets.model.rec.load_state_dict(state["rec"])
+        nets.model.ref.load_state_dict(state["ref"])
+        nets.disc.load_state_dict(state["disc"])
+        nets.opt_rec.load_state_dict(state["opt_rec"])
+        nets.opt_ref.load_state_dict(state["opt_ref"])
+        nets.opt_disc.load_state_dict(state["opt_disc"])
         set_rng_state(state["rng"])
-        step = state["step"]
+        run.step = state["step"]
     elif init_from is not None:
-        origin = _warm_start(model, init_from)
-    end = tc.rec_steps if stage == "rec" else tc.rec_steps + tc.ref_steps
-    if stage == "ref" and step < tc.rec_steps:
+        run.origin = _warm_start(nets.model, init_from)
+    if run.stage == "ref" and run.step < tc.rec_steps:
         raise InputError(f"--stage ref needs a finished reconstruction stage ({tc.rec_steps} steps); "
-                         f"{run_dir} is at step {step}: run --stage rec first")
-    if step >= end:
-        return latest
+                         f"{run.run_dir} is at step {run.step}: run --stage rec first")
 
-    # Run dir.
-    dataset_name = Path(images).resolve().name
-    stats_path = run_dir / "stats.jsonl"
-    if ctx.main:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run_dir / "samples").mkdir(exist_ok=True)
-        atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
-        _truncate_stats(stats_path, step)
-    writer = _tensorboard_writer(run_dir) if tensorboard and ctx.main else None
 
-    data = load_training_data(pair_table, pose_table, paths, model_cfg.image_size, progress and ctx.main).to(dev)
+def _open_run_dir(run: _Run, images, tensorboard: bool) -> None:
+    """The run dir (rank 0): its folders, the resolved recipe, the log cut back to the step resumed from."""
+    run.dataset = Path(images).resolve().name
+    if run.ctx.main:
+        (run.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run.run_dir / "samples").mkdir(exist_ok=True)
+        atomic_write_text(run.run_dir / "recipe.yaml", dump_recipe(run.recipe))
+        _truncate_stats(run.stats, run.step)
+    run.writer = _tensorboard_writer(run.run_dir) if tensorboard and run.ctx.main else None
+
+
+def _load_data(run: _Run, progress: bool) -> None:
+    """The training images decoded once onto the device, this process's batch stream from the step resumed from,
+    and the sample grids' fixed batch."""
+    tc, cfg, ctx, dev = run.recipe.train, run.recipe.model, run.ctx, run.dev
+    data = load_training_data(*run.tables, cfg.image_size, progress and ctx.main).to(dev)
     if data.skipped and ctx.main:
         tqdm.write(f"warning: {len(data.skipped)} unreadable images and their pairs left out "
                    f"(first: {data.skipped[0][0]}: {data.skipped[0][1]})")
-    stream = iter(StepSampler(len(data), per_rank, tc.seed, tc.flip, step, ctx.rank, ctx.world))
-
-    def next_batch() -> dict:
-        items = [next(stream) for _ in range(per_rank)]
-        index = torch.tensor([i for i, _ in items])
-        flips = torch.tensor([f for _, f in items])
-        return prepare_batch(data.batch(index, flips, dev), model_cfg, channels_last, masks=step >= tc.rec_steps)
-
+    run.data = data
+    run.stream = iter(StepSampler(len(data), run.per_rank, tc.seed, tc.flip, run.step, ctx.rank, ctx.world))
     shown = min(4, len(data))
-    fixed = prepare_batch(data.batch(torch.arange(shown), torch.zeros(shown, dtype=torch.bool), dev), model_cfg,
-                          channels_last)
-    rec_net, ref_net, disc_net = model.rec, model.ref, disc
-    if cuda and tc.compile:
-        rec_net, ref_net, disc_net = torch.compile(rec_net), torch.compile(ref_net), torch.compile(disc_net)
-    rec_train = _wrap(rec_net, dev, ctx) if step < tc.rec_steps else None
-    ref_train = disc_train = None
+    run.fixed = prepare_batch(data.batch(torch.arange(shown), torch.zeros(shown, dtype=torch.bool), dev), cfg,
+                              tc.channels_last)
 
-    def save(path: Path) -> None:
-        save_checkpoint(path, model_config=model_cfg, recipe=recipe_to_dict(recipe), dataset=dataset_name,
-                        world_size=ctx.world, step=step, stage="rec" if step <= tc.rec_steps else "ref",
-                        rec=model.rec.state_dict(), ref=model.ref.state_dict(), disc=disc.state_dict(),
-                        opt_rec=opt_rec.state_dict(), opt_ref=opt_ref.state_dict(), opt_disc=opt_disc.state_dict(),
-                        rng=rng_state(), init_from=origin)
 
-    nonfinite = torch.zeros((), device=dev)
-    sums: dict[str, torch.Tensor] = {}
-    wait, last_log, first = _WaitClock(dev), step, step
-    sync_mode = os.environ.get("REID_AUGMENT_SYNC_DEBUG") if cuda else None
-    bar = tqdm(total=end, initial=step, desc="train", unit="step", disable=not (progress and ctx.main),
-               dynamic_ncols=True)
-    tick = began = time.perf_counter()
-    while step < end:
-        with _sync_debug(sync_mode if step not in (first, tc.rec_steps) else None):
-            with wait:
-                batch = next_batch()
-            if step < tc.rec_steps:
-                losses = reconstruction_step(rec_train, opt_rec, batch, autocast)
+def _ready_networks(run: _Run) -> None:
+    """The modules as the steps call them: compiled on CUDA when the recipe asks; G_rec wrapped for DDP when the
+    run is in the reconstruction stage (the refinement stage wraps G_ref and D on its first step)."""
+    model, disc, tc = run.nets.model, run.nets.disc, run.recipe.train
+    run.rec_net, run.ref_net, run.disc_net = model.rec, model.ref, disc
+    if run.dev.type == "cuda" and tc.compile:
+        run.rec_net, run.ref_net, run.disc_net = (torch.compile(run.rec_net), torch.compile(run.ref_net),
+                                                  torch.compile(run.disc_net))
+    run.rec_train = _wrap(run.rec_net, run.dev, run.ctx) if run.step < tc.rec_steps else None
+
+
+def _loop(run: _Run, progress: bool, time_limit: float | None, checkpoints: bool) -> None:
+    """The steps up to `run.end`: per step a batch and one stage's step, then at intervals the checks, a log line,
+    a sample grid and a checkpoint; a time limit stops the loop at a step boundary, with a checkpoint."""
+    tc, ctx = run.recipe.train, run.ctx
+    run.nonfinite, run.sums = torch.zeros((), device=run.dev), {}
+    run.wait, run.last_log, first = _WaitClock(run.dev), run.step, run.step
+    sync_mode = os.environ.get("REID_AUGMENT_SYNC_DEBUG") if run.dev.type == "cuda" else None
+    run.bar = tqdm(total=run.end, initial=run.step, desc="train", unit="step", disable=not (progress and ctx.main),
+                   dynamic_ncols=True)
+    run.tick = began = time.perf_counter()
+    while run.step < run.end:
+        with _sync_debug(sync_mode if run.step not in (first, tc.rec_steps) else None):
+            with run.wait:
+                batch = _next_batch(run)
+            if run.step < tc.rec_steps:
+                losses = reconstruction_step(run.rec_train, run.nets.opt_rec, batch, run.autocast)
             else:
-                if ref_train is None:
-                    # Freeze G_rec; train G_ref and D from here on. D's BatchNorm buffers stay per process
-                    # (broadcast_buffers=False): D is always in train mode, so its running statistics are never
-                    # used, and broadcasting them between its two forward calls breaks the backward on torch >= 2.6.
-                    model.rec.requires_grad_(False).eval()
-                    rec_train = None
-                    ref_train = _wrap(ref_net, dev, ctx)
-                    disc_train = _wrap(disc_net, dev, ctx, broadcast_buffers=False)
-                with autocast():
-                    with torch.no_grad():
-                        coarse = coarse_image(rec_net, batch["src_img"], batch["src_maps"], batch["tgt_maps"])
-                    refined = refined_image(ref_train, batch["src_img"], coarse, batch["tgt_maps"])
-                losses = discriminator_step(disc_train, opt_disc, batch, refined, autocast)
-                losses.update(generator_step(disc_net, opt_ref, batch, refined, recipe.loss, autocast))
+                losses = _refinement_step(run, batch)
             for key, value in losses.items():
-                nonfinite = torch.maximum(nonfinite, (~torch.isfinite(value)).float())
-                sums[key] = sums.get(key, 0.0) + value
-        step += 1
-        bar.update(1)
-        stage_done = step in (tc.rec_steps, end)
-
-        # The host waits for the GPU only from here on: at intervals, or when a single process is out of time
-        # (processes agree on the time at intervals only, so that all stop at the same step).
-        out_of_time = time_limit is not None and time.perf_counter() - began > time_limit
-        if (step % tc.log_every == 0 or stage_done or step % tc.checkpoint_every == 0
-                or (out_of_time and ctx.world == 1)):
-            # One flag for all processes: every rank stops together, with the same message.
-            bad, out_of_time = _any_rank(nonfinite, out_of_time, ctx)
-            if bad:
-                raise TrainingError(f"a loss became non-finite before step {step}; stopped. The last good "
-                                    f"checkpoint is kept: {latest} (try a lower train.lr)")
-        else:
-            out_of_time = False
-        if (step % tc.log_every == 0 or stage_done) and sums:
-            count, last_log = step - last_log, step
-            keys = sorted(sums)
-            total = _all_reduce(torch.stack([torch.as_tensor(sums[k], device=dev) for k in keys]), ctx) / ctx.world
-            means = {k: round(float(v) / count, 6) for k, v in zip(keys, total.tolist())}
-            elapsed, tick = time.perf_counter() - tick, time.perf_counter()
-            record = {"step": step, "stage": "rec" if step <= tc.rec_steps else "ref", **means,
-                      "images_per_s": round(count * tc.batch_size / elapsed, 2),
-                      "data_wait": round(wait.take() / elapsed, 3)}
-            if cuda:  # Since the last line, so that a stage's lines give its own peak.
-                record["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 3)
-                torch.cuda.reset_peak_memory_stats(dev)
-            sums = {}
-            bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()})
-            if ctx.main:
-                with open(stats_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
-                if writer is not None:
-                    for key, value in record.items():
-                        if key not in ("step", "stage"):
-                            writer.add_scalar(key, value, step)
-        model.refine = step > tc.rec_steps  # Samples and files of a reconstruction-stage model show its coarse image.
-        if ctx.main and (step % tc.sample_every == 0 or stage_done):
-            sheet = _sample_grid(model, fixed, model_cfg.image_size)
-            save_png(run_dir / "samples" / f"step-{step:07d}.png", sheet)
-            if writer is not None:
-                writer.add_image("samples", sheet, step, dataformats="HWC")
-        if ctx.main and checkpoints and (step % tc.checkpoint_every == 0 or stage_done):
-            save(latest)
-            if stage_done:
-                save(run_dir / "checkpoints" / f"step-{step:07d}.pt")
-                write_generator(model, run_dir / "checkpoints" / "generator.safetensors", step, recipe.name,
-                                dataset_name)
+                run.nonfinite = torch.maximum(run.nonfinite, (~torch.isfinite(value)).float())
+                run.sums[key] = run.sums.get(key, 0.0) + value
+        run.step += 1
+        run.bar.update(1)
+        stage_done = run.step in (tc.rec_steps, run.end)
+        out_of_time = _check(run, stage_done, time_limit is not None and time.perf_counter() - began > time_limit)
+        if (run.step % tc.log_every == 0 or stage_done) and run.sums:
+            _log(run)
+        run.nets.model.refine = run.step > tc.rec_steps  # A reconstruction-stage model shows its coarse image.
+        if ctx.main and (run.step % tc.sample_every == 0 or stage_done):
+            _sample(run)
+        if ctx.main and checkpoints and (run.step % tc.checkpoint_every == 0 or stage_done):
+            _checkpoint(run, stage_done)
         if out_of_time:
-            if ctx.main and checkpoints and step % tc.checkpoint_every and not stage_done:
-                save(latest)
+            if ctx.main and checkpoints and run.step % tc.checkpoint_every and not stage_done:
+                _save(run, run.latest)
             break
-    bar.close()
-    if writer is not None:
-        writer.close()
-    if ctx.world > 1:
+
+
+def _next_batch(run: _Run) -> dict:
+    """This process's next batch, conditioned; with the target body masks from the refinement stage on."""
+    items = [next(run.stream) for _ in range(run.per_rank)]
+    index = torch.tensor([i for i, _ in items])
+    flips = torch.tensor([f for _, f in items])
+    tc = run.recipe.train
+    return prepare_batch(run.data.batch(index, flips, run.dev), run.recipe.model, tc.channels_last,
+                         masks=run.step >= tc.rec_steps)
+
+
+def _refinement_step(run: _Run, batch: dict) -> dict:
+    """One refinement-stage step: G_ref refines the frozen G_rec's coarse image, then a D step and a G step."""
+    if run.ref_train is None:
+        # Freeze G_rec; train G_ref and D from here on. D's BatchNorm buffers stay per process
+        # (broadcast_buffers=False): D is always in train mode, so its running statistics are never
+        # used, and broadcasting them between its two forward calls breaks the backward on torch >= 2.6.
+        run.nets.model.rec.requires_grad_(False).eval()
+        run.rec_train = None
+        run.ref_train = _wrap(run.ref_net, run.dev, run.ctx)
+        run.disc_train = _wrap(run.disc_net, run.dev, run.ctx, broadcast_buffers=False)
+    with run.autocast():
+        with torch.no_grad():
+            coarse = coarse_image(run.rec_net, batch["src_img"], batch["src_maps"], batch["tgt_maps"])
+        refined = refined_image(run.ref_train, batch["src_img"], coarse, batch["tgt_maps"])
+    losses = discriminator_step(run.disc_train, run.nets.opt_disc, batch, refined, run.autocast)
+    losses.update(generator_step(run.disc_net, run.nets.opt_ref, batch, refined, run.recipe.loss, run.autocast))
+    return losses
+
+
+def _check(run: _Run, stage_done: bool, out_of_time: bool) -> bool:
+    """Whether to stop for time; a non-finite loss on any process stops the run.
+
+    The host waits for the GPU only here: at intervals, or when a single process is out of time (processes agree
+    on the time at intervals only, so that all stop at the same step). One flag for all processes: every rank
+    stops together, with the same message.
+    """
+    tc = run.recipe.train
+    if not (run.step % tc.log_every == 0 or stage_done or run.step % tc.checkpoint_every == 0
+            or (out_of_time and run.ctx.world == 1)):
+        return False
+    bad, out_of_time = _any_rank(run.nonfinite, out_of_time, run.ctx)
+    if bad:
+        raise TrainingError(f"a loss became non-finite before step {run.step}; stopped. The last good "
+                            f"checkpoint is kept: {run.latest} (try a lower train.lr)")
+    return out_of_time
+
+
+def _log(run: _Run) -> None:
+    """A line of stats.jsonl (and TensorBoard scalars): the mean losses over all processes since the last line,
+    throughput, the share of time spent making batches and, on CUDA, the peak memory since the last line."""
+    tc, dev, ctx = run.recipe.train, run.dev, run.ctx
+    count, run.last_log = run.step - run.last_log, run.step
+    keys = sorted(run.sums)
+    total = _all_reduce(torch.stack([torch.as_tensor(run.sums[k], device=dev) for k in keys]), ctx) / ctx.world
+    means = {k: round(float(v) / count, 6) for k, v in zip(keys, total.tolist())}
+    elapsed, run.tick = time.perf_counter() - run.tick, time.perf_counter()
+    record = {"step": run.step, "stage": "rec" if run.step <= tc.rec_steps else "ref", **means,
+              "images_per_s": round(count * tc.batch_size / elapsed, 2),
+              "data_wait": round(run.wait.take() / elapsed, 3)}
+    if dev.type == "cuda":  # Since the last line, so that a stage's lines give its own peak.
+        record["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 3)
+        torch.cuda.reset_peak_memory_stats(dev)
+    run.sums = {}
+    run.bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()})
+    if ctx.main:
+        with open(run.stats, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if run.writer is not None:
+            for key, value in record.items():
+                if key not in ("step", "stage"):
+                    run.writer.add_scalar(key, value, run.step)
+
+
+def _sample(run: _Run) -> None:
+    """A sample grid of the fixed batch: samples/step-XXXXXXX.png (and TensorBoard)."""
+    sheet = _sample_grid(run.nets.model, run.fixed, run.recipe.model.image_size)
+    save_png(run.run_dir / "samples" / f"step-{run.step:07d}.png", sheet)
+    if run.writer is not None:
+        run.writer.add_image("samples", sheet, run.step, dataformats="HWC")
+
+
+def _checkpoint(run: _Run, stage_done: bool) -> None:
+    """checkpoints/latest.pt; at the end of a stage also a step-XXXXXXX.pt snapshot and the generator file."""
+    _save(run, run.latest)
+    if stage_done:
+        _save(run, run.run_dir / "checkpoints" / f"step-{run.step:07d}.pt")
+        write_generator(run.nets.model, run.run_dir / "checkpoints" / "generator.safetensors", run.step,
+                        run.recipe.name, run.dataset)
+
+
+def _save(run: _Run, path: Path) -> None:
+    nets, step = run.nets, run.step
+    save_checkpoint(path, model_config=run.recipe.model, recipe=recipe_to_dict(run.recipe), dataset=run.dataset,
+                    world_size=run.ctx.world, step=step, stage="rec" if step <= run.recipe.train.rec_steps else "ref",
+                    rec=nets.model.rec.state_dict(), ref=nets.model.ref.state_dict(), disc=nets.disc.state_dict(),
+                    opt_rec=nets.opt_rec.state_dict(), opt_ref=nets.opt_ref.state_dict(),
+                    opt_disc=nets.opt_disc.state_dict(), rng=rng_state(), init_from=run.origin)
+
+
+def _finish(run: _Run) -> Path:
+    """The summary: the progress bar and TensorBoard closed, the processes met; the last checkpoint's path."""
+    run.bar.close()
+    if run.writer is not None:
+        run.writer.close()
+    if run.ctx.world > 1:
         dist.barrier()
-    return latest
+    return run.latest
 
 
 def _warm_start(model: VDG, init_from: str | os.PathLike) -> str:
     """Load a donor generator into `model` (both stages); returns the donor's provenance for the checkpoint."""
-    from .checkpoint import load_generator
-
     donor, fields = load_generator(init_from)
     try:
         for part in ("rec", "ref"):

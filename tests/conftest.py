@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from reid_augment.checkpoint import save_checkpoint
 from reid_augment.config import ModelConfig
 from reid_augment.networks import VDG
+from reid_augment.weights import save_checkpoint
 
 SAMPLE = Path(__file__).resolve().parent.parent / "reid_augment" / "sample"
 DATA = Path(__file__).resolve().parent / "data"
@@ -96,8 +96,7 @@ def trained_checkpoint(tmp_path_factory, cuhk_dir) -> Path:
 
     work = tmp_path_factory.mktemp("trained")
     save_pair_set(work, build_pairs(read_poses(cuhk_dir / "annotations.csv"), PairConfig(test_ids=2)), PairConfig())
-    recipe = load_recipe("tiny", ["train.rec_steps=400", "train.ref_steps=0", "train.num_workers=0",
-                                  "train.sample_every=1000"])
+    recipe = load_recipe("tiny", ["train.rec_steps=400", "train.ref_steps=0", "train.sample_every=1000"])
     return train(cuhk_dir, recipe, work / "run", work / "pairs-train.csv", work / "poses.csv", device="cpu",
                  progress=False)
 

@@ -19,12 +19,11 @@ from hypothesis import strategies as st
 from reid_augment.cli import cli
 from reid_augment.config import load_recipe
 from reid_augment.errors import InputError
-from reid_augment.export import read_generated
-from reid_augment.generator_file import export_generator
-from reid_augment.checkpoint import load_generator
 from reid_augment.layouts import read_msmt_list
+from reid_augment.manifest import read_generated
 from reid_augment.pairs import read_pair_file
 from reid_augment.poses import HEADER, read_poses
+from reid_augment.weights import export_generator, load_generator
 
 FAST = settings(max_examples=25, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

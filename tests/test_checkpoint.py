@@ -8,13 +8,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from reid_augment.checkpoint import FORMAT, load_checkpoint, load_generator, rng_state, set_rng_state
 from reid_augment.cli import cli
 from reid_augment.config import GenerateConfig
 from reid_augment.errors import InputError
 from reid_augment.generate import generate
-from reid_augment.generator_file import export_generator, read_metadata
 from reid_augment.images import load_rgb
+from reid_augment.weights import (CHECKPOINT_FORMAT, export_generator, load_checkpoint, load_generator, read_metadata,
+                                  rng_state, set_rng_state)
 
 
 class _Payload:
@@ -28,7 +28,7 @@ class _Payload:
 
 
 def _evil(path, marker) -> None:
-    torch.save({"format": FORMAT, "step": 1, "payload": _Payload(marker)}, path)
+    torch.save({"format": CHECKPOINT_FORMAT, "step": 1, "payload": _Payload(marker)}, path)
 
 
 def _run(*args):
@@ -67,7 +67,7 @@ def test_refusal_names_the_blocked_global_in_either_of_torchs_wordings(tmp_path)
         def __reduce__(self):
             return (os.system, ("true",))
 
-    torch.save({"format": FORMAT, "payload": System()}, tmp_path / "system.pt")
+    torch.save({"format": CHECKPOINT_FORMAT, "payload": System()}, tmp_path / "system.pt")
     with pytest.raises(InputError, match=r"refused.*\(it asks for posix\.system\); nothing in it was run"):
         load_checkpoint(tmp_path / "system.pt")
 
@@ -113,7 +113,7 @@ def test_format_1_checkpoint_is_refused_then_converted_on_trust(checkpoint, tmp_
     result = _run("convert-checkpoint", old, tmp_path / "new.pt", "--trust")
     assert result.exit_code == 0, result.output
     new = load_checkpoint(tmp_path / "new.pt")
-    assert new["format"] == FORMAT and new["step"] == 7
+    assert new["format"] == CHECKPOINT_FORMAT and new["step"] == 7
     set_rng_state(new["rng"])  # The converted RNG states are usable.
     for name, tensor in state["rec"].items():
         assert torch.equal(tensor, new["rec"][name])

@@ -18,6 +18,9 @@ def test_unknown_keys_and_bad_values_are_errors(tmp_path):
     bad.write_text("train:\n  lr_decay: 0.1\n")
     with pytest.raises(InputError, match="unknown key 'lr_decay'"):
         load_recipe(bad)
+    bad.write_text("train:\n  num_workers: 8\n  batch_size: 3\n")  # An older recipe: its removed key is ignored.
+    with pytest.warns(UserWarning, match=r"bad.yaml.train: num_workers was removed \(nothing read it.*\); ignored$"):
+        assert load_recipe(bad).train.batch_size == 3
     with pytest.raises(InputError, match="expected int"):
         load_recipe("tiny", ["train.batch_size=eight"])
     with pytest.raises(InputError, match="ref_loss must be one of"):

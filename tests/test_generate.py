@@ -3,12 +3,13 @@ import pandas as pd
 import pytest
 import torch
 
-from reid_augment.checkpoint import FORMAT
 from reid_augment.config import GenerateConfig
 from reid_augment.errors import InputError
-from reid_augment.generate import MANIFEST_COLUMNS, generate, merge, output_name, parse_shard, plan, select
+from reid_augment.generate import generate, output_name, parse_shard, plan, select
 from reid_augment.images import load_rgb, parse_market_name, scan_images
+from reid_augment.manifest import MANIFEST_COLUMNS, merge
 from reid_augment.poses import PoseTable, read_poses
+from reid_augment.weights import CHECKPOINT_FORMAT
 
 def _gen(cuhk_dir, checkpoint, out, **kwargs):
     shard = kwargs.pop("shard", (0, 1))
@@ -91,8 +92,8 @@ def test_empty_pose_bank_and_bad_checkpoint_are_clear_errors(cuhk_dir, checkpoin
     with pytest.raises(InputError, match="pose bank is empty"):
         plan(images, empty, GenerateConfig())
     old = tmp_path / "old.pt"
-    torch.save({"format": FORMAT + 1}, old)
-    with pytest.raises(InputError, match=f"checkpoint format {FORMAT + 1}"):
+    torch.save({"format": CHECKPOINT_FORMAT + 1}, old)
+    with pytest.raises(InputError, match=f"checkpoint format {CHECKPOINT_FORMAT + 1}"):
         _gen(cuhk_dir, old, tmp_path / "out")
     with pytest.raises(InputError, match="i/n"):
         parse_shard("2")

@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from reid_augment.keypoints import (
-    FLIP_PERMUTATION, JOINT_NAMES, MASK_LIMBS, NUM_JOINTS, body_mask, coco17_to_openpose18, draw_skeleton,
-    flip_poses, joint_index, to_heatmaps, valid_pose_mask,
+    FLIP_PERMUTATION, JOINT_NAMES, MASK_LIMBS, NUM_JOINTS, body_mask, body_masks, coco17_to_openpose18, condition,
+    draw_skeleton, joint_index, present, to_heatmaps, valid_pose_mask,
 )
+from reid_augment.data import flip_pose_tensor
 from reid_augment.poses import read_poses
 
 
@@ -70,13 +71,33 @@ def test_body_mask_covers_limbs_not_background(market_sample_dir):
     assert not body_mask(np.full((18, 2), -1.0), (128, 64)).any()
 
 
-def test_flip_poses_mirrors_and_swaps():
-    pose = np.full((18, 2), -1.0, np.float32)
-    pose[joint_index("Rsho")] = (10, 5)
-    flipped = flip_poses(pose, width=64)
-    np.testing.assert_allclose(flipped[joint_index("Lsho")], (10, 58))
-    assert (flipped[joint_index("Rsho")] == -1).all()
-    np.testing.assert_allclose(flip_poses(flipped, 64), pose)
+def test_flip_mirrors_x_swaps_left_and_right_and_keeps_missing_joints_missing():
+    """The training's flip (data.flip_pose_tensor), batched: [N, K, 2] (y, x)."""
+    pose = torch.full((2, 18, 2), -1.0)
+    pose[0, joint_index("Rsho")] = torch.tensor([10.0, 5.0])
+    pose[0, joint_index("nose")] = torch.tensor([3.0, 31.0])  # A centre joint keeps its index.
+    pose[0, joint_index("Lank")] = torch.tensor([-1.0, 7.0])  # Half missing is missing.
+    pose[1] = torch.randint(0, 60, (18, 2)).float()  # Whole pixels: mirrored twice, exactly where they were.
+    flipped = flip_pose_tensor(pose, width=64)
+    assert flipped.shape == pose.shape
+    assert flipped[0, joint_index("Lsho")].tolist() == [10, 58] and flipped[0, joint_index("nose")].tolist() == [3, 32]
+    assert (flipped[0, joint_index("Rsho")] == -1).all()  # Lsho was missing: so is its mirror.
+    assert flipped[0, joint_index("Rank")].tolist() == [-1, 7]  # Not mirrored, still missing.
+    assert (present(flipped[0].numpy()) == present(pose[0].numpy())[list(FLIP_PERMUTATION)]).all()
+    torch.testing.assert_close(flipped[1, :, 0], pose[1, list(FLIP_PERMUTATION), 0], rtol=0, atol=0)
+    torch.testing.assert_close(flipped[1, :, 1], 63 - pose[1, list(FLIP_PERMUTATION), 1], rtol=0, atol=0)
+    torch.testing.assert_close(flip_pose_tensor(flipped, 64), pose, rtol=0, atol=0)  # An involution.
+
+
+def test_condition_is_the_heatmaps_and_masks_of_both_poses(market_sample_dir):
+    poses = torch.from_numpy(read_poses(market_sample_dir / "annotations.csv").coords[:4]).float()
+    src, tgt = poses[:2], poses[2:]
+    out = condition(src, tgt, (128, 64), 3.0)
+    assert set(out) == {"src_maps", "tgt_maps"}
+    assert torch.equal(out["src_maps"], to_heatmaps(src, (128, 64), 3.0))
+    assert torch.equal(out["tgt_maps"], to_heatmaps(tgt, (128, 64), 3.0))
+    with_masks = condition(src, tgt, (128, 64), 3.0, masks=True)
+    assert torch.equal(with_masks["tgt_mask"], body_masks(tgt, (128, 64)))
 
 
 def test_valid_pose_rule():

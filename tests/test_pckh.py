@@ -10,8 +10,9 @@ from PIL import Image
 from reid_augment.config import GenerateConfig
 from reid_augment.evaluate import evaluate
 from reid_augment.data import scale_pose
-from reid_augment.generate import candidates_path, generate
+from reid_augment.generate import generate
 from reid_augment.images import load_rgb
+from reid_augment.manifest import candidates_path
 from reid_augment.pckh import HEAD_JOINTS, PoseScorer, head_sizes, pckh, pckh_counts, per_image_pckh
 from reid_augment.poses import PoseTable, read_poses, write_poses
 

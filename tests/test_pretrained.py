@@ -6,15 +6,13 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from reid_augment.checkpoint import load_generator
 from reid_augment.cli import cli
 from reid_augment.config import PairConfig
 from reid_augment.demo import HELD_OUT  # Persons 0644-0651 of cuhk03-market: not in the generator's training set.
 from reid_augment.errors import InputError
 from reid_augment.evaluate import evaluate
-from reid_augment.generator_file import read_metadata
 from reid_augment.pairs import run_build_pairs
-from reid_augment.pretrained import bundled_generators, resolve_generator
+from reid_augment.weights import bundled_generators, load_generator, read_metadata, resolve_generator
 
 
 def test_names_resolve_to_bundled_files_and_paths_win(tmp_path):

@@ -24,7 +24,7 @@ import sys
 import types
 
 from ..errors import InputError
-from ..export import generated_items
+from . import with_generated
 
 
 def _shim_old_fastreid() -> None:
@@ -45,17 +45,6 @@ from fastreid.data.datasets import DATASET_REGISTRY  # noqa: E402  (after the sh
 from fastreid.data.datasets.bases import ImageDataset  # noqa: E402
 
 
-class _WithGenerated(ImageDataset):
-    """Sits between a stock data set class and ImageDataset in the MRO: the manifest's images join the
-    training list (fast-reid may hand it over as a callable, read lazily) with their sources' names."""
-
-    manifest: str = ""
-
-    def __init__(self, train, query, gallery, **kwargs):
-        train = list(train() if callable(train) else train)
-        super().__init__(train + generated_items(self.manifest, train), query, gallery, **kwargs)
-
-
 def register(manifest: str | os.PathLike, base: str = "Market1501", name: str | None = None) -> type:
     """Register `base` plus the images of `manifest` as `name` (default `<base>VDG`); returns the class.
 
@@ -66,6 +55,6 @@ def register(manifest: str | os.PathLike, base: str = "Market1501", name: str | 
     if base not in known:
         raise InputError(f"unknown fast-reid data set {base!r}; known: {', '.join(sorted(known))}")
     name = name or f"{base}VDG"
-    cls = type(name, (known[base], _WithGenerated), {"manifest": str(manifest)})
+    cls = with_generated(known[base], ImageDataset, name, manifest)
     known[name] = cls
     return cls

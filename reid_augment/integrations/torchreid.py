@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 
 from ..errors import InputError
-from ..export import generated_items
+from . import with_generated
 
 try:  # The PyPI build (torchreid 0.2.x) nests the package under torchreid.reid.
     from torchreid.reid.data import ImageDataset
@@ -32,17 +32,6 @@ except ImportError:  # A source install of deep-person-reid.
 
 def _registry() -> dict:
     return getattr(_datasets, "__image_datasets")  # torchreid's name -> class map (a module-private global).
-
-
-class _WithGenerated(ImageDataset):
-    """Sits between a stock data set class and ImageDataset in the MRO: when the stock class hands its lists
-    to ImageDataset, the manifest's images join the training list with their sources' labels."""
-
-    manifest: str = ""
-
-    def __init__(self, train, query, gallery, **kwargs):
-        train = list(train)
-        super().__init__(train + generated_items(self.manifest, train), query, gallery, **kwargs)
 
 
 def register(manifest: str | os.PathLike, base: str = "market1501", name: str | None = None) -> type:
@@ -57,6 +46,6 @@ def register(manifest: str | os.PathLike, base: str = "market1501", name: str | 
     if base not in datasets:
         raise InputError(f"unknown torchreid image data set {base!r}; known: {', '.join(sorted(datasets))}")
     stock = datasets[base]
-    cls = type(f"{stock.__name__}VDG", (stock, _WithGenerated), {"manifest": str(manifest)})
+    cls = with_generated(stock, ImageDataset, f"{stock.__name__}VDG", manifest)
     datasets[name or f"{base}_vdg"] = cls
     return cls
