@@ -8,8 +8,7 @@ import click
 
 from . import __version__
 from .errors import ReidAugmentError
-
-DEFAULT_WORKDIR = "reid-augment-work"
+from .workdir import DEFAULT_ROOT as DEFAULT_WORKDIR, WorkDir
 
 
 class _Group(click.Group):
@@ -73,7 +72,7 @@ def _joint_list(_ctx, _param, value: str) -> tuple[str, ...]:
 @cli.command("estimate-poses")
 @click.argument("images", type=click.Path(), metavar="IMAGES")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE",
-              help=f"Pose CSV to write (default: {DEFAULT_WORKDIR}/poses.csv).")
+              help=f"Pose CSV to write (default: {WorkDir(DEFAULT_WORKDIR).poses}).")
 @click.option("--backend", type=click.Choice(["mmpose", "mediapipe"]), default="mmpose", show_default=True,
               help="mmpose (RTMPose-m, needs its checkpoint) or mediapipe (offline, bundled model).")
 @click.option("--pose-config", metavar="CFG", help="mmpose config: a path, or one inside mmpose's configs.")
@@ -97,7 +96,7 @@ def estimate_poses_cmd(images, output, backend, pose_config, pose_checkpoint, de
     from .images import scan_images
     from .device import resolve_device
 
-    result = estimate_poses(scan_images(images, layout=layout), output or f"{DEFAULT_WORKDIR}/poses.csv", backend, batch_size=batch_size,
+    result = estimate_poses(scan_images(images, layout=layout), output or WorkDir(DEFAULT_WORKDIR).poses, backend, batch_size=batch_size,
                             score_thr=score_thr, pose_config=pose_config,
                             pose_checkpoint=pose_checkpoint or MMPOSE_CHECKPOINT, device=str(resolve_device(device)))
     for name, reason in result.skipped:
@@ -197,15 +196,15 @@ def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, 
     if dry_run:
         click.echo(dump_recipe(resolved), nl=False)
         return
-    workdir = Path(workdir)
-    run_dir = Path(run_dir) if run_dir else workdir / "runs" / resolved.name
+    work = WorkDir(workdir)
+    run_dir = Path(run_dir) if run_dir else work.run(resolved.name)
     if resolve_device(device).type == "cpu" and resolved.train.rec_steps + resolved.train.ref_steps > 2000:
         click.echo(f"note: no GPU, training on the CPU. The '{resolved.name}' recipe's "
                    f"{resolved.train.rec_steps + resolved.train.ref_steps} steps can take days here (the paper-size "
                    f"model runs at about 0.3 images/s on 2 cores; the progress bar shows the ETA). Try --recipe tiny, "
                    f"or a CUDA machine.", err=True)
-    checkpoint = train(_data_set(images, layout, "train"), resolved, run_dir, pairs or workdir / "pairs-train.csv",
-                       poses or workdir / "poses.csv", stage=stage, device=device, resume=resume, force=force,
+    checkpoint = train(_data_set(images, layout, "train"), resolved, run_dir, pairs or work.train_pairs,
+                       poses or work.poses, stage=stage, device=device, resume=resume, force=force,
                        tensorboard=tensorboard, time_limit=time_limit)
     if int(os.environ.get("RANK", 0)) == 0:  # Under torchrun, one summary.
             click.echo(f"Trained '{resolved.name}' ({stage} stage{'s' if stage == 'all' else ''}) into {run_dir}: "
@@ -255,27 +254,21 @@ def generate_cmd(images, per_id, workdir, checkpoint, out, strategy, kmeans_k, s
       reid-augment generate Market-1501/ --per-id 10 -w work/ --shard 0/4 --device cuda:0
       reid-augment generate Market-1501/ --per-id 10 -w work/ --checkpoint cuhk03-small
     """
-    from pathlib import Path
-
     from .config import GenerateConfig
     from .generate import generate
     from .shards import resolve_shard
 
-    workdir = Path(workdir)
+    work = WorkDir(workdir)
     if checkpoint is None:
-        found = sorted(workdir.glob("runs/*/checkpoints/latest.pt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise click.ClickException(f"{workdir}/runs: no trained checkpoint; train one with `reid-augment "
-                                       f"train`, or pass --checkpoint (a file, or the bundled cuhk03-small)")
-        checkpoint = found[-1]
+        checkpoint = work.latest_checkpoint()
     cfg = GenerateConfig(per_id=per_id, strategy=strategy, kmeans_k=kmeans_k, seed=seed, batch_size=batch_size,
                          num_workers=workers, out_size=out_size, layout=layout, candidates=candidates,
                          min_pckh=min_pckh, score=not no_score, score_processes=score_processes)
     share, how = resolve_shard(shard)
     if how:
         click.echo(how, err=True)
-    result = generate(_data_set(images, layout, "train"), checkpoint, poses or workdir / "poses.csv",
-                      out or workdir / "generated", cfg, share, device)
+    result = generate(_data_set(images, layout, "train"), checkpoint, poses or work.poses,
+                      out or work.generated, cfg, share, device)
     click.echo(result.summary())
 
 
@@ -388,15 +381,11 @@ def evaluate_cmd(images, workdir, checkpoint, generated, pairs, poses, report_di
       reid-augment evaluate Market-1501/ -w work/ --checkpoint work/runs/market1501/checkpoints/latest.pt
       reid-augment evaluate Market-1501/ -w work/ --generated other_method_outputs/
     """
-    from pathlib import Path
-
     from .evaluate import evaluate
 
-    workdir = Path(workdir)
-    if poses is None:
-        poses = workdir / "poses-test.csv" if (workdir / "poses-test.csv").is_file() else workdir / "poses.csv"
-    report = evaluate(_data_set(images, layout), pairs or workdir / "pairs-test.csv", poses,
-                      report_dir or workdir / "report",
+    work = WorkDir(workdir)
+    report = evaluate(_data_set(images, layout), pairs or work.test_pairs, poses or work.target_poses(),
+                      report_dir or work.report,
                       checkpoint=checkpoint, generated=generated, inception_weights=inception_weights,
                       batch_size=batch_size, device=device, pckh=not no_pckh)
     click.echo(report.summary())
@@ -444,9 +433,12 @@ def _seed_list(_ctx, _param, value: str) -> tuple[int, ...]:
 @_layout_option
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Delete the arms in OUT and start over (needed after changing settings).")
+@click.option("--baseline-from", type=click.Path(file_okay=False), metavar="OUT2",
+              help="Copy the finished baseline arms of another run's OUT trained with the same settings (only the "
+                   "manifest differs), to compare several manifests against one baseline.")
 def reid_benchmark_cmd(root, manifest, out, model, epochs, steps, match_epochs, eval_every, height, width, batch_size,
                        lr, schedule, warmup_steps, seeds, gen_ratio, gen_label_smooth, pretrained, workers, layout,
-                       device, force) -> None:
+                       device, force, baseline_from) -> None:
     """Train one torchreid model with and without the generated images of MANIFEST, and compare them on ROOT.
 
     Per seed, both arms start from the same weights and take the same number of optimizer steps under the same
@@ -469,7 +461,7 @@ def reid_benchmark_cmd(root, manifest, out, model, epochs, steps, match_epochs, 
                               warmup_steps=warmup_steps, seeds=seeds, gen_ratio=gen_ratio,
                               gen_label_smooth=gen_label_smooth, pretrained=pretrained, workers=workers, device=device,
                               layout=layout)
-    click.echo(reid_benchmark(root, manifest, out, cfg, force=force).summary())
+    click.echo(reid_benchmark(root, manifest, out, cfg, force=force, baseline_from=baseline_from).summary())
 
 
 @cli.command("preview")
@@ -484,19 +476,17 @@ def reid_benchmark_cmd(root, manifest, out, model, epochs, steps, match_epochs, 
 @_layout_option
 def preview_cmd(images, workdir, pairs, poses, count, seed, output, layout) -> None:
     """Draw a few pairs with their pose skeletons, to check poses and pairs before training."""
-    from pathlib import Path
-
     from .fileio import save_png
     from .images import scan_images
     from .pairs import read_pair_file
     from .poses import read_poses
     from .preview import pair_sheet
 
-    workdir = Path(workdir)
+    work = WorkDir(workdir)
     found = scan_images(images, layout=layout).images
-    sheet = pair_sheet(read_pair_file(pairs or workdir / "pairs-train.csv"), read_poses(poses or workdir / "poses.csv"),
+    sheet = pair_sheet(read_pair_file(pairs or work.train_pairs), read_poses(poses or work.poses),
                        dict(zip(found["name"], found["path"])), count, seed)
-    output = output or workdir / "pairs-preview.png"
+    output = output or work.pairs_preview
     save_png(output, sheet)
     click.echo(f"Wrote {output}: rows of source | source pose | target pose | target.")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import GenerateConfig, PairConfig, load_recipe
+from .workdir import WorkDir
 
 SAMPLE = Path(__file__).resolve().parent / "sample" / "cuhk03"
 HELD_OUT = SAMPLE.parent / "cuhk03-test"  # People the bundled generator never saw in training.
@@ -30,8 +31,8 @@ def run_demo(out_dir: str | os.PathLike, say: Callable[[str], None] = print, tra
     from .train import train
 
     out = Path(out_dir)
-    work = out / "work"
-    poses = work / "poses.csv"
+    work = WorkDir(out / "work")
+    poses = work.poses
     say(f"[1/5] Poses of the {len(list(SAMPLE.glob('*.jpg')))} bundled CUHK03 crops (research use only).")
     try:
         import mediapipe  # noqa: F401
@@ -41,13 +42,12 @@ def run_demo(out_dir: str | os.PathLike, say: Callable[[str], None] = print, tra
         say("mediapipe is not installed (`make pose` installs it): using the sample's annotation file instead.")
         poses = SAMPLE / "annotations.csv"
     say("[2/5] Pairs.")
-    pair_set = run_build_pairs(SAMPLE, work, PairConfig(test_ids=2), poses)
-    say(summarize(pair_set, work))
+    pair_set = run_build_pairs(SAMPLE, work.root, PairConfig(test_ids=2), poses)
+    say(summarize(pair_set, work.root))
     recipe = load_recipe("tiny", [f"train.rec_steps={train_steps[0]}", f"train.ref_steps={train_steps[1]}"]
                          if train_steps else [])
     say(f"[3/5] Training the tiny recipe on the CPU ({recipe.train.rec_steps} + {recipe.train.ref_steps} steps).")
-    run_dir = work / "runs" / "tiny"
-    checkpoint = train(SAMPLE, recipe, run_dir, work / "pairs-train.csv", work / "poses.csv", device="cpu",
+    checkpoint = train(SAMPLE, recipe, work.run("tiny"), work.train_pairs, work.poses, device="cpu",
                        progress=progress)
     held_out = HELD_OUT / "annotations.csv"
     people = len(set(identities([p.name for p in HELD_OUT.glob("*.jpg")])[0]))
@@ -57,8 +57,9 @@ def run_demo(out_dir: str | os.PathLike, say: Callable[[str], None] = print, tra
                       GenerateConfig(per_id=4, strategy="kmeans", num_workers=0), device="cpu", progress=progress)
     say(result.summary())
     say(f"[5/5] Evaluating `{BUNDLED}` on their pairs, beside copying the source.")
-    run_build_pairs(HELD_OUT, work / "held-out", PairConfig(num_test_pairs=40), held_out, held_out)
-    report = evaluate(HELD_OUT, work / "held-out" / "pairs-test.csv", held_out, out / "report", checkpoint=BUNDLED,
+    held_out_work = WorkDir(work.root / "held-out")  # The held-out people's own pairs.
+    run_build_pairs(HELD_OUT, held_out_work.root, PairConfig(num_test_pairs=40), held_out, held_out)
+    report = evaluate(HELD_OUT, held_out_work.test_pairs, held_out, out / "report", checkpoint=BUNDLED,
                       device="cpu", progress=progress)
     say(report.summary())
     paths = {"contact_sheet": out / "generated" / "preview.png", "manifest": result.manifest,

@@ -15,6 +15,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -23,18 +24,16 @@ from PIL import Image
 
 from . import __version__
 from .errors import InputError
-from .data import scale_pose
 from .fileio import atomic_open, atomic_write_text, save_png
-from .generate import render
-from .images import identities, image_sizes, load_rgb, scan_images
-from .keypoints import body_mask, draw_skeleton
+from .generate import generate_pairs
+from .images import load_rgb, scan_images
+from .keypoints import body_mask
 from .losses import ssim
 from .manifest import read_manifest
 from .pairs import read_pair_file
 from .pckh import ALPHA, PoseScorer, pckh_counts, pckh_per_pair
-from .poses import read_poses
-from .preview import grid
-from .weights import load_generator
+from .poses import PoseTable, read_poses
+from .preview import sheet, skeleton
 
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's cache name.
 IS_SPLITS = 10
@@ -215,14 +214,15 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
              pckh: bool = True) -> Report:
     """Score the test pairs: generate them with `checkpoint`, or read `generated` (our manifest or PATN names).
 
+    Three steps: the pairs' images (`generate.generate_pairs`, into report_dir/generated), their scores
+    (`score_pairs`), the report (`write_report`).
+
     Args:
         images: folder with the test pairs' source and target images.
         poses: pose CSV holding the targets' poses (for the body masks).
     Raises:
         InputError: no scorable pair.
     """
-    from tqdm import tqdm
-
     from .device import resolve_device
 
     if (checkpoint is None) == (generated is None):
@@ -232,54 +232,48 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
     paths = dict(zip(found["name"], found["path"]))
     pose_table = read_poses(poses)
     pair_table = read_pair_file(pairs)
-    meta: dict = {"checkpoint": None}
-
-    # Generate the test pairs (resumable, same writer as `generate`).
-    if checkpoint is not None:
-        dev = resolve_device(device)
-        model, provenance = load_generator(checkpoint, dev)
-        known = set(pose_table.names)
-        usable = pair_table[pair_table["from"].isin(paths) & pair_table["to"].isin(paths)
-                            & pair_table["from"].isin(known) & pair_table["to"].isin(known)]
-        pids, cams = identities(usable["from"])
-        target_hw = image_sizes([paths[b] for b in usable["to"]])
-        requests = pd.DataFrame({
-            "image": [f"images/{a}___{b}.png" for a, b in zip(usable["from"], usable["to"])],
-            "pid": pids, "camid": cams,
-            "source": usable["from"].to_numpy(), "source_path": [paths[a] for a in usable["from"]],
-            "pose_from": usable["to"].to_numpy(), "target_h": target_hw[:, 0], "target_w": target_hw[:, 1],
-            "seed": 0, "strategy": "pairs",
-            "checkpoint": provenance["sha256"], "step": provenance["step"], "version": __version__})
-        generated = report_dir / "generated"
-        # Each output at its target's size: scored at the data set's resolution, as the papers do.
-        render(model, requests, pose_table, generated / "manifest.csv", model.cfg.image_size, model.cfg.heatmap_sigma,
-               dev, batch_size, num_workers=0, progress=progress, out_like="target")
-        meta = {"checkpoint": provenance["sha256"], "checkpoint_step": provenance["step"]}
-    table = find_generated(generated)
-    wanted = pair_table[["from", "to"]].merge(table, on=["from", "to"], how="left").rename(
-        columns={"from": "src", "to": "tgt"})
-
-    # Score in batches: decode in threads, SSIM and Inception on the device; the copy-the-source baseline
-    # (the source crop resized to the target's size) on the same pairs and metrics.
     dev = resolve_device(device)
-    weights, why_not = find_inception_weights(inception_weights)
-    probe = InceptionProbe(weights, dev) if weights else None
-    notes = [why_not] if why_not else []
-    lpips_net, lpips_note = _lpips(dev)
-    notes += [lpips_note] if lpips_note else []
-    scorer = PoseScorer.offline() if pckh else None
-    if not pckh:
-        notes.append("PCKh skipped (--no-pckh).")
-    elif scorer is None:
-        notes.append("PCKh skipped: it estimates the generated images' poses with the offline MediaPipe backend "
-                     "(`make pose` installs it).")
+    meta: dict = {"checkpoint": None}
+    if checkpoint is not None:
+        generated = report_dir / "generated"
+        provenance = generate_pairs(pair_table, paths, pose_table, checkpoint, generated, dev, batch_size, progress)
+        meta = {"checkpoint": provenance["sha256"], "checkpoint_step": provenance["step"]}
+    wanted = pair_table[["from", "to"]].merge(find_generated(generated), on=["from", "to"], how="left")
+    scored = score_pairs(wanted, paths, pose_table, dev, inception_weights, batch_size, pckh, progress)
+    metrics = {**scored.metrics, "pairs": str(pairs), "generated": str(generated), "version": __version__,
+               "notes": scored.notes, **meta}
+    write_report(report_dir, metrics, scored.pairs, paths, pose_table, num_samples)
+    return Report(metrics, report_dir, scored.notes)
+
+
+@dataclass
+class Scored:
+    """What `score_pairs` found: per-pair scores (pairs.csv's rows), pooled metrics (the model's; the copy
+    baseline's and the real target's beside them; the skipped pairs; the settings) and notes on what was skipped."""
+    pairs: pd.DataFrame
+    metrics: dict
+    notes: list[str]
+
+
+def score_pairs(pairs: pd.DataFrame, paths: dict[str, str], poses: PoseTable, dev: torch.device,
+                inception_weights: str | os.PathLike | None = None, batch_size: int = 64, pckh: bool = True,
+                progress: bool = True) -> Scored:
+    """Score generated images against their targets, beside copying the source (the source crop resized to the
+    target's size) on the same pairs and metrics, and the real target scored as a generated image (PCKh's ceiling).
+
+    `pairs`: columns from, to and image (the generated image's path, empty when missing; `find_generated`).
+    Batches are decoded in threads; SSIM, Inception and LPIPS run on `dev`. A pair whose image is missing, whose
+    target has no pose, or whose image and target differ in size is skipped and counted.
+
+    Raises:
+        InputError: no scorable pair.
+    """
+    from tqdm import tqdm
+
+    wanted = pairs.rename(columns={"from": "src", "to": "tgt"})
+    tally = _Tally(_instruments(dev, inception_weights, pckh))
     skipped: dict[str, int] = {"missing image": 0, "no target pose": 0, "size mismatch": 0}
-    known_poses = {n: i for i, n in enumerate(pose_table.names)}
-    model_scores, copy_scores = _Scores(), _Scores()
-    # The ceiling: the real target image scored exactly as a generated one (the estimator misses poses too).
-    target_right, target_total = [], []
-    real_feats: list[np.ndarray] = []
-    per_pair: list[pd.DataFrame] = []
+    known_poses = {n: i for i, n in enumerate(poses.names)}
 
     def load(row):
         try:
@@ -291,93 +285,147 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
         bar = tqdm(total=len(wanted), desc="evaluate", unit="pair", disable=not progress)
         for start in range(0, len(wanted), batch_size):
             chunk = wanted.iloc[start:start + batch_size]
-            rows, gens, copies, tgts, masks, target_poses = [], [], [], [], [], []
-            for row, loaded in zip(chunk.itertuples(), pool.map(load, chunk.itertuples())):
-                if loaded is None or not isinstance(row.image, str):
-                    skipped["missing image"] += 1
-                    continue
-                gen, tgt, src = loaded
-                if row.tgt not in known_poses:
-                    skipped["no target pose"] += 1
-                    continue
-                if gen.shape != tgt.shape:
-                    skipped["size mismatch"] += 1
-                    continue
-                pose = pose_table.coords[known_poses[row.tgt]]
-                rows.append((row.src, row.tgt, row.image))
-                gens.append(gen)
-                copies.append(np.array(Image.fromarray(src).resize(gen.shape[1::-1], Image.BICUBIC)))
-                tgts.append(tgt)
-                masks.append(body_mask(pose, gen.shape[:2])[..., None].astype(np.uint8))
-                target_poses.append(pose)
+            batch = _batch(chunk, pool.map(load, chunk.itertuples()), known_poses, poses, skipped)
             bar.update(len(chunk))
-            if not gens:
-                continue
-            gen, copy, tgt, mask, pose = (np.stack(x) for x in (gens, copies, tgts, masks, target_poses))
-            model_scores.add(gen, tgt, mask, pose, probe, lpips_net, scorer, dev)
-            copy_scores.add(copy, tgt, mask, pose, probe, lpips_net, scorer, dev)
-            if probe is not None:
-                real_feats.append(probe(tgt)[1])
-            table = pd.DataFrame(rows, columns=["from", "to", "image"])
-            for prefix, scores in (("", model_scores), ("copy_", copy_scores)):
-                for key, values in scores.last().items():
-                    table[prefix + key] = values
-            if scorer is not None:
-                right, total = pckh_counts(scorer.estimate(list(tgt)), pose)
-                target_right.append(right)
-                target_total.append(total)
-                table["real_target_pckh"] = pckh_per_pair(right, total)
-            per_pair.append(table)
+            if batch is not None:
+                tally.add(*batch)
         bar.close()
-    scored = len(model_scores)
-    if scored == 0:
-        raise InputError(f"no scorable pair among {len(wanted)} ({', '.join(f'{k}: {v}' for k, v in skipped.items() if v)})")
+    if len(tally.model) == 0:
+        reasons = ", ".join(f"{k}: {v}" for k, v in skipped.items() if v)
+        raise InputError(f"no scorable pair among {len(wanted)} ({reasons})")
+    return Scored(pd.concat(tally.per_pair, ignore_index=True), tally.metrics(skipped), tally.tools.notes)
 
-    real = np.concatenate(real_feats) if real_feats else None
-    metrics = {
-        **model_scores.metrics(real),
-        "num_pairs": scored, "skipped_pairs": int(sum(skipped.values())), "skipped_by_reason": skipped,
-        "baseline": {"method": "copy the source (resized to the target's size)", **copy_scores.metrics(real)},
-        "real_target": {"method": "the real target image, scored as a generated one (the estimator's ceiling)",
-                        "pckh": _pooled(target_right, target_total)},
-        "settings": {"ssim": "gaussian_weights, sigma 1.5, window 11, population covariance, over RGB, "
-                             "data_range = generated.max() - generated.min()",
-                     "mask": "PG2/Def-GAN body mask of the target pose (23 limbs, radius 4, 5x5 closing)",
-                     "is_splits": IS_SPLITS, "inception": str(weights) if weights else None,
-                     "pckh": f"PATN's calPCKH: alpha {ALPHA}, head box of the target's nose, neck, eyes and ears; "
-                             f"poses by {scorer.name if scorer else '-'}"},
-        "pairs": str(pairs), "generated": str(generated), "version": __version__, "notes": notes, **meta,
-    }
+
+def _batch(chunk: pd.DataFrame, loaded, known_poses: dict[str, int], poses: PoseTable, skipped: dict[str, int]):
+    """A chunk's scorable pairs: (rows (from, to, image), generated, copied source, target, target body mask,
+    target pose), the arrays stacked; None when none is. The others are counted in `skipped`."""
+    rows, gens, copies, tgts, masks, target_poses = [], [], [], [], [], []
+    for row, images in zip(chunk.itertuples(), loaded):
+        if images is None or not isinstance(row.image, str):
+            skipped["missing image"] += 1
+            continue
+        gen, tgt, src = images
+        if row.tgt not in known_poses:
+            skipped["no target pose"] += 1
+            continue
+        if gen.shape != tgt.shape:
+            skipped["size mismatch"] += 1
+            continue
+        pose = poses.coords[known_poses[row.tgt]]
+        rows.append((row.src, row.tgt, row.image))
+        gens.append(gen)
+        copies.append(np.array(Image.fromarray(src).resize(gen.shape[1::-1], Image.BICUBIC)))
+        tgts.append(tgt)
+        masks.append(body_mask(pose, gen.shape[:2])[..., None].astype(np.uint8))
+        target_poses.append(pose)
+    if not gens:
+        return None
+    return (rows, *(np.stack(x) for x in (gens, copies, tgts, masks, target_poses)))
+
+
+class _Instruments(NamedTuple):
+    """What scores a batch: the Inception probe, LPIPS and the pose scorer where they can run, and notes on those
+    that cannot."""
+    dev: torch.device
+    inception: Path | None
+    probe: InceptionProbe | None
+    lpips_net: object
+    scorer: PoseScorer | None
+    notes: list[str]
+
+
+def _instruments(dev: torch.device, inception_weights: str | os.PathLike | None, pckh: bool) -> _Instruments:
+    weights, why_not = find_inception_weights(inception_weights)
+    probe = InceptionProbe(weights, dev) if weights else None
+    notes = [why_not] if why_not else []
+    lpips_net, lpips_note = _lpips(dev)
+    notes += [lpips_note] if lpips_note else []
+    scorer = PoseScorer.offline() if pckh else None
+    if not pckh:
+        notes.append("PCKh skipped (--no-pckh).")
+    elif scorer is None:
+        notes.append("PCKh skipped: it estimates the generated images' poses with the offline MediaPipe backend "
+                     "(`make pose` installs it).")
+    return _Instruments(dev, weights, probe, lpips_net, scorer, notes)
+
+
+class _Tally:
+    """Batch by batch: the model's and the copy baseline's scores (`_Scores`), the real target's PCKh counts and
+    Inception features (FID's reference), and the per-pair table."""
+
+    def __init__(self, tools: _Instruments):
+        self.tools = tools
+        self.model, self.copy = _Scores(), _Scores()
+        self.target_right: list[np.ndarray] = []
+        self.target_total: list[np.ndarray] = []
+        self.real_feats: list[np.ndarray] = []
+        self.per_pair: list[pd.DataFrame] = []
+
+    def add(self, rows: list[tuple], gen: np.ndarray, copy: np.ndarray, tgt: np.ndarray, mask: np.ndarray,
+            pose: np.ndarray) -> None:
+        t = self.tools
+        self.model.add(gen, tgt, mask, pose, t.probe, t.lpips_net, t.scorer, t.dev)
+        self.copy.add(copy, tgt, mask, pose, t.probe, t.lpips_net, t.scorer, t.dev)
+        if t.probe is not None:
+            self.real_feats.append(t.probe(tgt)[1])
+        table = pd.DataFrame(rows, columns=["from", "to", "image"])
+        for prefix, scores in (("", self.model), ("copy_", self.copy)):
+            for key, values in scores.last().items():
+                table[prefix + key] = values
+        if t.scorer is not None:  # The ceiling: the real target scored exactly as a generated image.
+            right, total = pckh_counts(t.scorer.estimate(list(tgt)), pose)
+            self.target_right.append(right)
+            self.target_total.append(total)
+            table["real_target_pckh"] = pckh_per_pair(right, total)
+        self.per_pair.append(table)
+
+    def metrics(self, skipped: dict[str, int]) -> dict:
+        real = np.concatenate(self.real_feats) if self.real_feats else None
+        scorer, weights = self.tools.scorer, self.tools.inception
+        return {
+            **self.model.metrics(real),
+            "num_pairs": len(self.model), "skipped_pairs": int(sum(skipped.values())), "skipped_by_reason": skipped,
+            "baseline": {"method": "copy the source (resized to the target's size)", **self.copy.metrics(real)},
+            "real_target": {"method": "the real target image, scored as a generated one (the estimator's ceiling)",
+                            "pckh": _pooled(self.target_right, self.target_total)},
+            "settings": {"ssim": "gaussian_weights, sigma 1.5, window 11, population covariance, over RGB, "
+                                 "data_range = generated.max() - generated.min()",
+                         "mask": "PG2/Def-GAN body mask of the target pose (23 limbs, radius 4, 5x5 closing)",
+                         "is_splits": IS_SPLITS, "inception": str(weights) if weights else None,
+                         "pckh": f"PATN's calPCKH: alpha {ALPHA}, head box of the target's nose, neck, eyes and ears; "
+                                 f"poses by {scorer.name if scorer else '-'}"},
+        }
+
+
+def write_report(report_dir: str | os.PathLike, metrics: dict, per_pair: pd.DataFrame, paths: dict[str, str],
+                 poses: PoseTable, num_samples: int = 8) -> None:
+    """The report's files: pairs.csv (`per_pair`), metrics.json, report.md and, with `num_samples`, samples.png (the
+    first pairs) and best-worst.png (those that gain most and least mask-SSIM over copying the source)."""
+    report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    pair_table_out = pd.concat(per_pair, ignore_index=True)
     with atomic_open(report_dir / "pairs.csv", "w", encoding="utf-8", newline="") as f:
-        pair_table_out.to_csv(f, index=False, float_format="%.4f", lineterminator="\n")
+        per_pair.to_csv(f, index=False, float_format="%.4f", lineterminator="\n")
     atomic_write_text(report_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     atomic_write_text(report_dir / "report.md", _markdown(metrics))
     if num_samples:
-        save_png(report_dir / "samples.png", _sheet(pair_table_out.head(num_samples), paths, pose_table))
+        save_png(report_dir / "samples.png", _sample_sheet(per_pair.head(num_samples), paths, poses))
         # Ranked by what the model adds over copying the source: raw mask-SSIM favours targets with tiny masks.
-        gain = pair_table_out["mask_ssim"] - pair_table_out["copy_mask_ssim"]
-        ranked = pair_table_out.assign(gain=gain).sort_values("gain", ascending=False, kind="stable")
+        gain = per_pair["mask_ssim"] - per_pair["copy_mask_ssim"]
+        ranked = per_pair.assign(gain=gain).sort_values("gain", ascending=False, kind="stable")
         half = max(1, num_samples // 2)
         picked = ranked if len(ranked) <= 2 * half else pd.concat([ranked.head(half), ranked.tail(half)])
-        save_png(report_dir / "best-worst.png", _sheet(picked, paths, pose_table))
-    return Report(metrics, report_dir, notes)
+        save_png(report_dir / "best-worst.png", _sample_sheet(picked, paths, poses))
 
 
-def _sheet(pairs: pd.DataFrame, paths: dict[str, str], poses) -> np.ndarray:
+def _sample_sheet(pairs: pd.DataFrame, paths: dict[str, str], poses: PoseTable) -> np.ndarray:
     """Rows of source | target pose | generated | target, every tile at the first generated image's size."""
     size = load_rgb(pairs["image"].iloc[0]).shape[:2]
-
-    def fit(rgb: np.ndarray) -> np.ndarray:
-        return rgb if rgb.shape[:2] == size else np.array(Image.fromarray(rgb).resize(size[::-1], Image.BICUBIC))
-
     rows = []
     for src, tgt, image in zip(pairs["from"], pairs["to"], pairs["image"]):
         target = load_rgb(paths[tgt])
-        pose = scale_pose(poses.lookup([tgt])[0], target.shape[:2], size)
-        rows.append([fit(load_rgb(paths[src])), draw_skeleton(pose, size), fit(load_rgb(image)), fit(target)])
-    return grid(rows)
+        pose = skeleton(poses.lookup([tgt])[0], size, target.shape[:2])
+        rows.append([load_rgb(paths[src]), pose, load_rgb(image), target])
+    return sheet(rows, size)
 
 
 class _Scores:

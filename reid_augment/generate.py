@@ -5,6 +5,8 @@ Output: OUT/images/ (Market-1501 names that keep the source's person and camera,
 disk), OUT/candidates.csv (every candidate made, its PCKh and whether it was kept; an identity is done once its
 rows are there) and OUT/preview.png. Shards write manifest.shard-I-of-N.csv and candidates.shard-I-of-N.csv;
 `manifest.merge` joins the manifests. The manifest's columns, names, reader and writers live in `manifest`.
+Evaluation's test pairs are made here too (`generate_pairs`): `plan_pairs` plans them in `plan`'s request format,
+and the same `render` writes them.
 """
 
 from __future__ import annotations
@@ -33,13 +35,14 @@ from .data import fit_crop, scale_pose, to_tensor, to_uint8
 from .device import resolve_device
 from .errors import InputError
 from .fileio import atomic_write_bytes, save_png
-from .images import ImageSet, image_sizes, load_rgb, scan_images
-from .keypoints import condition, draw_skeleton, valid_pose_mask
+from .images import ImageSet, identities, image_sizes, load_rgb, scan_images
+from .keypoints import condition, valid_pose_mask
 from .manifest import (LOG_COLUMNS, MANIFEST_COLUMNS, append_manifest, candidates_path, manifest_name,
                        read_manifest, write_manifest)
 from .pckh import PoseScorer
 from .posebank import STRATEGIES, farthest_order, kmeans_centres, nearest_of_others, normalise
 from .poses import PoseTable, read_poses
+from .preview import sheet, skeleton
 from .weights import load_generator
 
 POOL_MIN_CANDIDATES = 256  # By default fewer are scored in this process: a pool's workers take seconds to start.
@@ -148,6 +151,43 @@ def plan(images: ImageSet, poses: PoseTable, cfg: GenerateConfig,
     })
     unusable = sorted(set(table["person_id"]) - set(ids))
     return requests, len(unusable[shard[0]::shard[1]])
+
+
+def plan_pairs(pairs: pd.DataFrame, paths: dict[str, str], poses: PoseTable) -> pd.DataFrame:
+    """The requests of test pairs, in `plan`'s format: one image per pair (`from` -> `to`) whose two images and
+    poses are known, images/<from>___<to>.png, seed 0, with its target's frame (`render(..., out_like="target")`
+    makes it at that size)."""
+    known = set(poses.names)
+    usable = pairs[pairs["from"].isin(paths) & pairs["to"].isin(paths)
+                   & pairs["from"].isin(known) & pairs["to"].isin(known)]
+    pids, cams = identities(usable["from"])
+    target_hw = image_sizes([paths[b] for b in usable["to"]])
+    return pd.DataFrame({
+        "image": [f"images/{a}___{b}.png" for a, b in zip(usable["from"], usable["to"])],
+        "pid": pids, "camid": cams,
+        "source": usable["from"].to_numpy(), "source_path": [paths[a] for a in usable["from"]],
+        "pose_from": usable["to"].to_numpy(), "target_h": target_hw[:, 0], "target_w": target_hw[:, 1],
+        "seed": 0})
+
+
+def stamp(requests: pd.DataFrame, strategy: str, provenance: dict) -> pd.DataFrame:
+    """`requests` with what each manifest row records of how it was made: strategy, checkpoint (the weights file's
+    SHA-256), step and version."""
+    return requests.assign(strategy=strategy, checkpoint=provenance["sha256"], step=provenance["step"],
+                           version=__version__)
+
+
+def generate_pairs(pairs: pd.DataFrame, paths: dict[str, str], poses: PoseTable, checkpoint: str | os.PathLike,
+                   out_dir: str | os.PathLike, dev: torch.device, batch_size: int = 64,
+                   progress: bool = True) -> dict:
+    """Make the images of test pairs (`plan_pairs`) with `checkpoint`: out_dir/images and out_dir/manifest.csv,
+    each image at its target's size (scored at the data set's resolution, as the papers do); resumable, with
+    `generate`'s writer (`render`). Returns the checkpoint's provenance (`weights.load_generator`)."""
+    model, provenance = load_generator(checkpoint, dev)
+    requests = stamp(plan_pairs(pairs, paths, poses), "pairs", provenance)
+    render(model, requests, poses, Path(out_dir) / "manifest.csv", dev, batch_size, num_workers=0, progress=progress,
+           out_like="target")
+    return provenance
 
 
 class _Requests(Dataset):
@@ -344,36 +384,26 @@ def contact_sheet(manifest: pd.DataFrame, root: Path, sources: dict[str, str], p
                   ids: int = 6, per_row: int = 8) -> np.ndarray:
     """One row per identity: its first source, a gap, then its generated images, all at the first image's size;
     with `poses`, under each generated image the target pose it was asked for (scaled from the image it came
-    from), so a reader sees at a glance whether the person took the pose. [H', W', 3] uint8."""
+    from), so a reader sees at a glance whether the person took the pose. [H', W', 3] uint8 (`preview.sheet`)."""
+    groups = [group for _, group in manifest.groupby("pid", sort=True)][:ids]
+    per_row = min(per_row, max(len(g) for g in groups))
+    size = load_rgb(root / groups[0]["image"].iloc[0]).shape[:2]
+
+    def pose_tile(name: str) -> np.ndarray:
+        frame = Image.open(sources[name]).size[::-1] if name in sources else size
+        return skeleton(poses.lookup([name])[0], size, frame)
+
     rows = []
-    groups = list(manifest.groupby("pid", sort=True))[:ids]
-    per_row = min(per_row, max(len(g) for _, g in groups))
-    h, w = load_rgb(root / groups[0][1]["image"].iloc[0]).shape[:2]
-    blank = np.zeros((h, w, 3), np.uint8)
-
-    def tile(path) -> np.ndarray:
-        rgb = load_rgb(path)
-        return rgb if rgb.shape[:2] == (h, w) else np.array(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
-
-    def skeleton(name: str) -> np.ndarray:
-        frame = Image.open(sources[name]).size[::-1] if name in sources else (h, w)
-        return draw_skeleton(scale_pose(poses.lookup([name])[0], frame, (h, w)), (h, w))
-
-    for _, group in groups:
+    for group in groups:
         group = group.head(per_row)
-        tiles = [tile(root / p) for p in group["image"]]
-        gap = np.full((h, 4, 3), 255, np.uint8)
-        pad = [blank] * (per_row - len(tiles))
-        rows.append(np.concatenate([tile(sources[group["source"].iloc[0]]), gap, *tiles, *pad], axis=1))
+        rows.append([load_rgb(sources[group["source"].iloc[0]]), *(load_rgb(root / p) for p in group["image"])])
         if poses is not None:
-            drawn = [skeleton(n) for n in group["pose_from"]]
-            rows.append(np.concatenate([blank, gap, *drawn, *pad], axis=1))
-            rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
-    return np.concatenate(rows, axis=0)
+            rows.append([None, *(pose_tile(n) for n in group["pose_from"])])
+    return sheet(rows, size, Image.BILINEAR, gap_after=1, group=2 if poses is not None else None)
 
 
 def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, manifest_path: Path,
-           size: tuple[int, int], sigma: float, dev: torch.device, batch_size: int = 64, num_workers: int = 2,
+           dev: torch.device, batch_size: int = 64, num_workers: int = 2,
            jpeg_quality: int = 95, progress: bool = True, out_size: tuple[int, int] | None = None,
            out_like: str = "source", scorer: PoseScorer | None = None, min_pckh: float | None = None,
            keep: int | None = None) -> Rendered:
@@ -384,13 +414,15 @@ def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, man
     candidates are in, whatever the batches, the N best that reach `min_pckh` are written (`select`). Without
     `keep`, every request is its own image (evaluate's pairs).
 
-    Each output has the size of its source crop (`out_like="source"`) or, in evaluate, of the target it is
-    scored against (`out_like="target"`), or `out_size` (H, W) when given.
+    Each output has the size of its source crop (`out_like="source"`) or, for test pairs, of the target it is
+    scored against (`out_like="target"`), or `out_size` (H, W) when given. The model's input size and heatmap
+    sigma are its config's (`model.cfg`).
     Sources are decoded in DataLoader workers, heatmaps drawn on the device, images encoded by a pool of threads
     (PIL releases the GIL) and scored in the scorer's processes while the model runs the next batches; one writer
     thread keeps the writes in order, an identity's manifest rows only once its images are on disk (.png or .jpg
     by the name).
     """
+    size, sigma = model.cfg.image_size, model.cfg.heatmap_sigma
     unit = "pid" if keep else "image"
     todo = _resume(requests, unit, keep or 1, min_pckh, manifest_path)
     already = len(read_manifest(manifest_path))
@@ -443,16 +475,14 @@ def generate(images: str | os.PathLike, checkpoint: str | os.PathLike, poses: st
     pose_table = read_poses(poses)
     image_set = scan_images(images, layout=cfg.layout, splits=("train",))
     requests, unusable = plan(image_set, pose_table, cfg, shard)
-    requests["strategy"], requests["checkpoint"], requests["step"], requests["version"] = (
-        cfg.strategy, provenance["sha256"], provenance["step"], __version__)
+    requests = stamp(requests, cfg.strategy, provenance)
     manifest_path = out_dir / manifest_name(shard)
     if scorer is not None:
         scorer.processes = scoring_processes(cfg.score_processes, len(requests))
     with scorer or nullcontext():
         made, already, short, unscorable = render(
-            model, requests, pose_table, manifest_path, model.cfg.image_size, model.cfg.heatmap_sigma, dev,
-            cfg.batch_size, cfg.num_workers, cfg.jpeg_quality, progress, cfg.out_size, scorer=scorer,
-            min_pckh=cfg.min_pckh, keep=cfg.per_id)
+            model, requests, pose_table, manifest_path, dev, cfg.batch_size, cfg.num_workers, cfg.jpeg_quality,
+            progress, cfg.out_size, scorer=scorer, min_pckh=cfg.min_pckh, keep=cfg.per_id)
     manifest = read_manifest(manifest_path)
     scores = pd.to_numeric(manifest["pckh"], errors="coerce")
     if len(manifest):

@@ -23,6 +23,7 @@ from .images import ImageSet, check_images, distractors, identities, scan_images
 from .layouts import layout_entries
 from .keypoints import valid_pose_mask
 from .poses import PoseTable, read_poses, write_poses
+from .workdir import WorkDir
 
 PAIR_COLUMNS = ["from", "to", "pid"]
 
@@ -195,14 +196,14 @@ def read_pair_file(path: str | os.PathLike) -> pd.DataFrame:
 
 def save_pair_set(workdir: str | os.PathLike, pair_set: PairSet, cfg: PairConfig) -> None:
     """Leave everything the later stages need in `workdir`."""
-    workdir = Path(workdir)
-    write_poses(workdir / "poses.csv", pair_set.poses)
+    work = WorkDir(workdir)
+    write_poses(work.poses, pair_set.poses)
     if pair_set.test_poses is not None:
-        write_poses(workdir / "poses-test.csv", pair_set.test_poses)
-    write_pair_file(workdir / "pairs-train.csv", pair_set.train)
-    write_pair_file(workdir / "pairs-test.csv", pair_set.test)
+        write_poses(work.test_poses, pair_set.test_poses)
+    write_pair_file(work.train_pairs, pair_set.train)
+    write_pair_file(work.test_pairs, pair_set.test)
     record = {"config": asdict(cfg), "stats": pair_set.stats}
-    atomic_write_text(workdir / "pairs.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(work.pairs_record, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def run_build_pairs(images_root: str | os.PathLike, workdir: str | os.PathLike, cfg: PairConfig,
@@ -220,7 +221,7 @@ def run_build_pairs(images_root: str | os.PathLike, workdir: str | os.PathLike, 
     if poses_path is None:
         from .estimate import estimate_poses
 
-        poses_path = Path(workdir) / "poses.csv"
+        poses_path = WorkDir(workdir).poses
         try:
             estimate_poses(train_images, poses_path, pose_backend)
         except InputError as err:
@@ -245,6 +246,7 @@ def run_build_pairs(images_root: str | os.PathLike, workdir: str | os.PathLike, 
 def summarize(pair_set: PairSet, workdir: str | os.PathLike) -> str:
     """One paragraph for the end of `build-pairs`."""
     s = pair_set.stats
+    work = WorkDir(workdir)
     return (
         f"Read {s['images_found']} training images ({s['images_unreadable']} unreadable, {s['distractor_images']} "
         f"distractors excluded) and {s.get('pose_rows_read', s['pose_rows'])} pose rows "
@@ -254,5 +256,6 @@ def summarize(pair_set: PairSet, workdir: str | os.PathLike) -> str:
         f"Training: {s['train_images']} images of {s['train_identities']} identities "
         f"({s['single_image_identities']} with a single image, so no pair), {s['train_pairs']} pairs. "
         f"Test: {s['test_images']} images of {s['test_identities']} identities, {s['test_pairs']} pairs. "
-        f"Wrote poses.csv, pairs-train.csv, pairs-test.csv and pairs.json to {workdir}."
+        f"Wrote {work.poses.name}, {work.train_pairs.name}, {work.test_pairs.name} and {work.pairs_record.name} "
+        f"to {workdir}."
     )

@@ -477,6 +477,30 @@ def _claim(out: Path, settings: dict, force: bool) -> None:
     atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
 
 
+def reuse_baselines(source: str | os.PathLike, out: Path, settings: dict, seeds: tuple[int, ...]) -> list[int]:
+    """Copy the finished baseline arms of another benchmark folder into OUT, where they are not yet: the baseline
+    never sees the manifest, so comparing several manifests needs it trained once. Refuses a folder whose
+    settings differ in anything but the manifest. Returns the seeds copied."""
+    source = Path(source)
+    try:
+        theirs = json.loads((source / "settings.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(f"{source / 'settings.json'}: cannot reuse its baselines ({err})") from None
+    own = ("manifest", "generated_images")
+    diffs = _differences({k: v for k, v in theirs.items() if k not in own},
+                         {k: v for k, v in settings.items() if k not in own})
+    if diffs:
+        raise InputError(f"{source}: its baselines were trained with other settings ({diffs})")
+    copied = []
+    for seed in seeds:
+        arm, mine = source / f"seed-{seed}" / "baseline", out / f"seed-{seed}" / "baseline"
+        if (arm / "result.json").is_file() and not (mine / "result.json").is_file():
+            shutil.rmtree(mine, ignore_errors=True)
+            shutil.copytree(arm, mine)
+            copied.append(seed)
+    return copied
+
+
 def _stats(values: list[float]) -> dict:
     """Mean and sample standard deviation (n - 1; None for one value)."""
     return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else None}
@@ -518,9 +542,11 @@ class BenchmarkResult:
 
 def reid_benchmark(root: str | os.PathLike, manifest: str | os.PathLike, out: str | os.PathLike,
                    cfg: ReidBenchmarkConfig = ReidBenchmarkConfig(), progress: bool = True, force: bool = False,
-                   callback: Callback | None = None) -> BenchmarkResult:
+                   callback: Callback | None = None, baseline_from: str | os.PathLike | None = None) -> BenchmarkResult:
     """Train `cfg.model` on ROOT's training split with and without the manifest's images, once per seed; compare on
-    its query and gallery. Finished arms in OUT are reused when the settings match; `force` starts over.
+    its query and gallery. Finished arms in OUT are reused when the settings match; `force` starts over;
+    `baseline_from` copies the finished baseline arms of another OUT trained with the same settings (see
+    `reuse_baselines`).
 
     Raises:
         InputError: the data, the settings, or OUT's arms (trained with other settings) do not allow the run.
@@ -536,11 +562,13 @@ def reid_benchmark(root: str | os.PathLike, manifest: str | os.PathLike, out: st
         raise InputError(f"{root}: {len(baseline.train)} training images, fewer than one batch of {cfg.batch_size}")
     settings = _settings(root, manifest, cfg, dev, lists)
     _claim(out, settings, force)
+    reused = reuse_baselines(baseline_from, out, settings, cfg.seeds) if baseline_from is not None else []
     runs = {seed: {arm: run_arm(arm, lists if arm == "augmented" else baseline, cfg, seed,
                                 out / f"seed-{seed}" / arm, dev, base_per_epoch, progress, callback)
                    for arm in ARMS} for seed in cfg.seeds}
     metrics = {"dataset": lists.dataset, "protocol": f"{lists.protocol}; {_SAME_CAMERA}",
                "num_query": len(lists.query), "num_gallery": len(lists.gallery), "seeds": list(cfg.seeds),
+               "baselines_from": {"folder": str(Path(baseline_from).resolve()), "seeds": reused} if reused else None,
                **aggregate(runs), "runs": {str(seed): arms for seed, arms in runs.items()},
                "settings": {**settings, "seeds": list(cfg.seeds), "device": str(dev)}}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
@@ -571,6 +599,9 @@ def _report(m: dict) -> str:
             f"Evaluated on `{s['root']}` ({m['num_query']} query and {m['num_gallery']} gallery images) under the "
             f"{m['dataset']} protocol: {m['protocol']}. Rank-k and mAP from torchreid's rank code; mINP as Ye et al."
             "\n\n" + "\n".join(rows) + "\n\n")
+    if m.get("baselines_from"):
+        text += (f"The baseline arms of seeds {', '.join(map(str, m['baselines_from']['seeds']))} were trained in "
+                 f"`{m['baselines_from']['folder']}` under the same settings (--baseline-from).\n\n")
     if len(seeds) > 1:
         text += (f"Each figure: mean ± standard deviation (n - 1) over {len(seeds)} seeds, in percent; the difference "
                  "is augmented minus baseline within each seed, then averaged (percentage points).\n\n"

@@ -33,11 +33,11 @@ from .data import StepSampler, TrainingData, load_training_data, resolve_pairs, 
 from .errors import InputError, TrainingError
 from .fileio import atomic_write_text, save_png
 from .images import scan_images
-from .keypoints import condition, draw_skeleton
+from .keypoints import condition
 from .losses import discriminator_loss, generator_adversarial_loss, image_loss, l1
 from .networks import VDG, Discriminator, coarse_image, refined_image, warm_start
 from .pairs import read_pair_file
-from .preview import grid
+from .preview import sheet, skeleton
 from .poses import read_poses
 from .weights import (load_checkpoint, load_generator, model_config_of, rng_state, save_checkpoint, set_rng_state,
                       write_generator)
@@ -76,9 +76,9 @@ def _sample_grid(model: VDG, batch: dict, size: tuple[int, int]) -> np.ndarray:
     """Rows of: source | target pose skeleton | coarse | refined | target; [rows * H, 5 * W, 3] uint8."""
     with torch.no_grad():
         coarse, refined = model(batch["src_img"], batch["src_maps"], batch["tgt_maps"])
-    skeletons = np.stack([draw_skeleton(p, size) for p in batch["tgt_pose"].cpu().numpy()])
+    skeletons = [skeleton(p, size) for p in batch["tgt_pose"].cpu().numpy()]
     columns = [to_uint8(batch["src_img"]), skeletons, to_uint8(coarse), to_uint8(refined), to_uint8(batch["tgt_img"])]
-    return grid(zip(*columns))
+    return sheet(zip(*columns))
 
 
 def prepare_batch(batch: dict, cfg: ModelConfig, channels_last: bool, masks: bool = True) -> dict:
@@ -575,10 +575,10 @@ def _log(run: _Run) -> None:
 
 def _sample(run: _Run) -> None:
     """A sample grid of the fixed batch: samples/step-XXXXXXX.png (and TensorBoard)."""
-    sheet = _sample_grid(run.nets.model, run.fixed, run.recipe.model.image_size)
-    save_png(run.run_dir / "samples" / f"step-{run.step:07d}.png", sheet)
+    grid = _sample_grid(run.nets.model, run.fixed, run.recipe.model.image_size)
+    save_png(run.run_dir / "samples" / f"step-{run.step:07d}.png", grid)
     if run.writer is not None:
-        run.writer.add_image("samples", sheet, run.step, dataformats="HWC")
+        run.writer.add_image("samples", grid, run.step, dataformats="HWC")
 
 
 def _checkpoint(run: _Run, stage_done: bool) -> None:

@@ -290,3 +290,22 @@ def test_minp_against_a_hand_computed_case():
     distmat = np.array([[0.1, 0.2, 0.3, 0.4]])
     value = minp(distmat, np.array([1]), np.array([2, 1, 3, 1]), np.array([0]), np.array([1, 1, 1, 1]))
     assert value == pytest.approx(2 / 4)
+
+
+def test_baseline_from_reuses_another_runs_baselines_under_the_same_settings(two_seeds, market_root, manifest,
+                                                                              tmp_path):
+    source = two_seeds[0]
+    shutil.copytree(os.path.dirname(manifest), tmp_path / "other")  # Another manifest (a copy elsewhere) ...
+    other = tmp_path / "other" / os.path.basename(manifest)  # ... is the only difference.
+    recorder = Recorder()
+    cfg = ReidBenchmarkConfig(**SHORT, seeds=(0,))
+    result = reid_benchmark(market_root, other, tmp_path / "bench", cfg, progress=False, callback=recorder,
+                            baseline_from=source)
+    assert {arm for _, arm, _ in recorder.calls} == {"augmented"}  # The baseline was not trained again ...
+    ours = json.loads((tmp_path / "bench" / "seed-0" / "baseline" / "result.json").read_text())
+    assert ours == json.loads((source / "seed-0" / "baseline" / "result.json").read_text())  # ... but copied.
+    assert result.metrics["baselines_from"]["seeds"] == [0] and "--baseline-from" in (
+        tmp_path / "bench" / "report.md").read_text()
+    with pytest.raises(InputError, match=r"other settings \(lr 0.0003 -> 0.01\)"):
+        reid_benchmark(market_root, other, tmp_path / "bench2", ReidBenchmarkConfig(**SHORT, seeds=(0,), lr=0.01),
+                       progress=False, baseline_from=source)
