@@ -17,7 +17,7 @@ from torch.utils.data import Sampler
 
 from .errors import InputError
 from .images import try_load_rgb
-from .keypoints import FLIP_PERMUTATION, NUM_JOINTS, present
+from .keypoints import FLIP_PERMUTATION, NUM_JOINTS, scale_pose
 from .poses import PoseTable
 
 
@@ -29,12 +29,6 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """[N, 3, H, W] in [-1, 1] -> [N, H, W, 3] uint8."""
     return images.detach().float().add(1).mul(127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
-def scale_pose(pose: np.ndarray, frame: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-    """A [K, 2] (y, x) pose from an image of size `frame` = (H, W) into one of size `size`; -1 stays -1."""
-    scale = np.array([size[0] / frame[0], size[1] / frame[1]], dtype=np.float32)
-    return np.where(present(pose)[:, None], pose * scale, pose).astype(np.float32)
 
 
 def fit_crop(rgb: np.ndarray, pose: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

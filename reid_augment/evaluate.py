@@ -464,7 +464,6 @@ class _Scores:
 
     def metrics(self, real_feats: np.ndarray | None) -> dict:
         cat = np.concatenate
-        total = int(cat(self.total).sum()) if self.total else 0
         return {
             "ssim": float(cat(self.values["ssim"]).mean()), "mask_ssim": float(cat(self.values["mask_ssim"]).mean()),
             "pckh": _pooled(self.right, self.total),

@@ -31,12 +31,12 @@ from tqdm import tqdm
 
 from . import __version__
 from .config import GenerateConfig
-from .data import fit_crop, scale_pose, to_tensor, to_uint8
+from .data import fit_crop, to_tensor, to_uint8
 from .device import resolve_device
 from .errors import InputError
 from .fileio import atomic_write_bytes, save_png
 from .images import ImageSet, identities, image_sizes, load_rgb, scan_images
-from .keypoints import condition, valid_pose_mask
+from .keypoints import condition, scale_pose, valid_pose_mask
 from .manifest import (LOG_COLUMNS, MANIFEST_COLUMNS, append_manifest, candidates_path, manifest_name,
                        read_manifest, write_manifest)
 from .pckh import PoseScorer

@@ -56,6 +56,12 @@ def present(poses: np.ndarray) -> np.ndarray:
     return (poses[..., 0] >= 0) & (poses[..., 1] >= 0)
 
 
+def scale_pose(pose: np.ndarray, frame: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """A [K, 2] (y, x) pose from an image of size `frame` = (H, W) into one of size `size`; -1 stays -1."""
+    scale = np.array([size[0] / frame[0], size[1] / frame[1]], dtype=np.float32)
+    return np.where(present(pose)[:, None], pose * scale, pose).astype(np.float32)
+
+
 def valid_pose_mask(poses: np.ndarray, required: tuple[str, ...] = DEFAULT_REQUIRED_JOINTS,
                     min_joints: int = 0) -> np.ndarray:
     """Which poses pass the filter rule: all `required` joints present and >= `min_joints` joints.

@@ -11,9 +11,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .data import scale_pose
 from .images import load_rgb
-from .keypoints import draw_skeleton
+from .keypoints import draw_skeleton, scale_pose
 from .poses import PoseTable
 
 GAP = 4  # White pixels between a sheet's groups of tiles.

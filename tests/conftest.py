@@ -105,7 +105,7 @@ def resized_copy(src: Path, out: Path, poses, sizes) -> Path:
     """Copy the images of `src` resized to sizes[i % len(sizes)] (H, W), with their poses scaled to match."""
     from PIL import Image
 
-    from reid_augment.data import scale_pose
+    from reid_augment.keypoints import scale_pose
     from reid_augment.poses import PoseTable, write_poses
 
     out.mkdir(parents=True)
@@ -141,7 +141,7 @@ def _write_layout(kind: str, root: Path, cuhk_dir: Path, poses) -> None:
     """One layout of the CUHK03 sample, with a pose file beside it keyed by the new names (one row per name)."""
     from PIL import Image
 
-    from reid_augment.data import scale_pose
+    from reid_augment.keypoints import scale_pose
     from reid_augment.poses import PoseTable, write_poses
 
     row = {n: i for i, n in enumerate(poses.names)}

@@ -9,7 +9,7 @@ from PIL import Image
 
 from reid_augment.config import GenerateConfig
 from reid_augment.evaluate import evaluate
-from reid_augment.data import scale_pose
+from reid_augment.keypoints import scale_pose
 from reid_augment.generate import generate
 from reid_augment.images import load_rgb
 from reid_augment.manifest import candidates_path
