@@ -1,4 +1,5 @@
-"""The prepared GPU check runs end to end (here in its CPU quick mode), so it is ready when a device is lent."""
+"""Benchmark scripts: the prepared GPU check runs end to end (here in its CPU quick mode), so it is ready when a device
+is lent; the re-ID table pairs each manifest with the shared baseline."""
 
 import json
 import subprocess
@@ -98,3 +99,31 @@ def test_phases_write_the_report_after_each_and_skip_what_no_longer_fits(tmp_pat
     assert written["phases"]["b"]["status"] == "failed: RuntimeError: out of memory" and phases.failed
     skipped = written["phases"]["c"]["status"]
     assert skipped.startswith("skipped: ") and skipped.endswith("its deadline is 1000 s") and "c" not in written
+
+
+def _bench(folder: Path, baseline_maps: list[float], augmented_maps: list[float]) -> Path:
+    """A reid-benchmark metrics.json with the given mAP per seed (other metrics follow it)."""
+    def arm(value, generated, seed):
+        return {"rank1": value / 2, "rank5": value, "mAP": value, "mINP": value / 4, "train_images": 100,
+                "generated_images": generated, "train_seconds": 60.0, "history": [{"step": 1, "mAP": value, "s": seed}]}
+    runs = {str(s): {"baseline": arm(b, 0, s), "augmented": arm(a, 40, s)}
+            for s, (b, a) in enumerate(zip(baseline_maps, augmented_maps))}
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps({"seeds": list(range(len(baseline_maps))), "runs": runs}))
+    return folder
+
+
+def test_reid_table_pairs_each_manifest_with_the_shared_baseline(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import reid_table
+
+    first = _bench(tmp_path / "a", [0.30, 0.34, 0.32], [0.31, 0.36, 0.32])
+    second = _bench(tmp_path / "b", [0.30, 0.34, 0.32], [0.29, 0.33, 0.35])
+    text = reid_table.table([first, second], ["ungated", "gated"])
+    assert "| baseline | 100 (0) | 16.0% ± 1.0 | 32.0% ± 2.0 | 32.0% ± 2.0 | 8.0% ± 0.5 | 1.0 |" in text
+    # Paired: (+1, +2, 0) points has mean +1.0 and sd 1.0; (-1, -1, +3) has mean +0.3 and sd 2.3.
+    assert "| ungated minus baseline (paired) | | +0.5 ± 0.5 | +1.0 ± 1.0 | +1.0 ± 1.0 |" in text
+    assert "| gated minus baseline (paired) | | +0.2 ± 1.2 | +0.3 ± 2.3 | +0.3 ± 2.3 |" in text
+    other = _bench(tmp_path / "c", [0.31, 0.34, 0.32], [0.3, 0.3, 0.3])  # Not the same baseline: refused.
+    with pytest.raises(SystemExit, match="not .*'s; run it with --baseline-from"):
+        reid_table.table([first, other], ["a", "c"])

@@ -1,0 +1,66 @@
+"""One table from several `reid-benchmark` folders that share a baseline (`--baseline-from`): each manifest against it.
+
+Each folder's metrics.json holds its seeds' runs; this prints the baseline once, then one row per folder's
+augmented arm (mean ± standard deviation over seeds, percent) and its paired difference from the baseline
+(within each seed, then mean ± standard deviation, points), with the training minutes per arm. Refuses folders
+whose baselines differ (then they are not one comparison).
+
+Usage:
+  python benchmarks/reid_table.py rb/bench-ungated rb/bench-gated --names "ungated,gated (best 4 of 12, PCKh >= 0.5)"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+COLUMNS = ("rank1", "rank5", "mAP", "mINP")
+
+
+def _pm(values: list[float], points: bool = False) -> str:
+    mean, std = 100 * np.mean(values), 100 * np.std(values, ddof=1) if len(values) > 1 else None
+    text = f"{mean:+.1f}" if points else f"{mean:.1f}%"
+    return text if std is None else f"{text} ± {std:.1f}"
+
+
+def table(folders: list[Path], names: list[str]) -> str:
+    metrics = [json.loads((f / "metrics.json").read_text()) for f in folders]
+    seeds = metrics[0]["seeds"]
+    base = {s: metrics[0]["runs"][str(s)]["baseline"] for s in seeds}
+    for folder, m in zip(folders[1:], metrics[1:]):
+        theirs = {s: m["runs"][str(s)]["baseline"] for s in m["seeds"]}
+        if m["seeds"] != seeds or any(theirs[s]["history"] != base[s]["history"] for s in seeds):
+            raise SystemExit(f"{folder}: its baselines are not {folders[0]}'s; run it with --baseline-from")
+    minutes = lambda runs: f"{np.mean([r['train_seconds'] for r in runs]) / 60:.1f}"  # noqa: E731
+    head = "| arm | train images (generated) | " + " | ".join(("Rank-1", "Rank-5", "mAP", "mINP")) + " | minutes |"
+    rows = [head, "|" + "---|" * (len(COLUMNS) + 3),
+            f"| baseline | {base[seeds[0]]['train_images']:,} (0) | "
+            + " | ".join(_pm([base[s][k] for s in seeds]) for k in COLUMNS) + f" | {minutes(base.values())} |"]
+    for name, m in zip(names, metrics):
+        aug = {s: m["runs"][str(s)]["augmented"] for s in seeds}
+        first = aug[seeds[0]]
+        rows.append(f"| {name} | {first['train_images']:,} ({first['generated_images']:,}) | "
+                    + " | ".join(_pm([aug[s][k] for s in seeds]) for k in COLUMNS) + f" | {minutes(aug.values())} |")
+        rows.append(f"| {name} minus baseline (paired) | | "
+                    + " | ".join(_pm([aug[s][k] - base[s][k] for s in seeds], points=True) for k in COLUMNS) + " | |")
+    per_seed = [f"seed {s}: baseline {base[s]['mAP']:.1%}, " + ", ".join(
+        f"{name} {m['runs'][str(s)]['augmented']['mAP']:.1%}" for name, m in zip(names, metrics)) for s in seeds]
+    return "\n".join(rows) + f"\n\nmAP per seed: {'; '.join(per_seed)}.\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="reid-benchmark -o folders; the first trained the baseline.")
+    parser.add_argument("--names", help="Comma-separated names of the folders' augmented arms (default: folder names).")
+    args = parser.parse_args()
+    names = args.names.split(",") if args.names else [f.name for f in args.folders]
+    if len(names) != len(args.folders):
+        raise SystemExit(f"--names: {len(names)} names for {len(args.folders)} folders")
+    print(table(args.folders, names))
+
+
+if __name__ == "__main__":
+    main()
