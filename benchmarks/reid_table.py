@@ -2,7 +2,7 @@
 
 Each folder's metrics.json holds its seeds' runs; this prints the baseline once, then one row per folder's
 augmented arm (mean ± standard deviation over seeds, percent) and its paired difference from the baseline
-(within each seed, then mean ± standard deviation, points), with the training minutes per arm. Refuses folders
+(within each seed, then mean ± standard deviation, points), with each seed's training minutes. Refuses folders
 whose baselines differ (then they are not one comparison).
 
 Usage:
@@ -34,8 +34,9 @@ def table(folders: list[Path], names: list[str]) -> str:
         theirs = {s: m["runs"][str(s)]["baseline"] for s in m["seeds"]}
         if m["seeds"] != seeds or any(theirs[s]["history"] != base[s]["history"] for s in seeds):
             raise SystemExit(f"{folder}: its baselines are not {folders[0]}'s; run it with --baseline-from")
-    minutes = lambda runs: f"{np.mean([r['train_seconds'] for r in runs]) / 60:.1f}"  # noqa: E731
-    head = "| arm | train images (generated) | " + " | ".join(("Rank-1", "Rank-5", "mAP", "mINP")) + " | minutes |"
+    minutes = lambda runs: " / ".join(f"{r['train_seconds'] / 60:.1f}" for r in runs)  # noqa: E731
+    head = ("| arm | train images (generated) | " + " | ".join(("Rank-1", "Rank-5", "mAP", "mINP"))
+            + " | training minutes per seed |")
     rows = [head, "|" + "---|" * (len(COLUMNS) + 3),
             f"| baseline | {base[seeds[0]]['train_images']:,} (0) | "
             + " | ".join(_pm([base[s][k] for s in seeds]) for k in COLUMNS) + f" | {minutes(base.values())} |"]

@@ -120,7 +120,7 @@ def test_reid_table_pairs_each_manifest_with_the_shared_baseline(tmp_path):
     first = _bench(tmp_path / "a", [0.30, 0.34, 0.32], [0.31, 0.36, 0.32])
     second = _bench(tmp_path / "b", [0.30, 0.34, 0.32], [0.29, 0.33, 0.35])
     text = reid_table.table([first, second], ["ungated", "gated"])
-    assert "| baseline | 100 (0) | 16.0% ± 1.0 | 32.0% ± 2.0 | 32.0% ± 2.0 | 8.0% ± 0.5 | 1.0 |" in text
+    assert "| baseline | 100 (0) | 16.0% ± 1.0 | 32.0% ± 2.0 | 32.0% ± 2.0 | 8.0% ± 0.5 | 1.0 / 1.0 / 1.0 |" in text
     # Paired: (+1, +2, 0) points has mean +1.0 and sd 1.0; (-1, -1, +3) has mean +0.3 and sd 2.3.
     assert "| ungated minus baseline (paired) | | +0.5 ± 0.5 | +1.0 ± 1.0 | +1.0 ± 1.0 |" in text
     assert "| gated minus baseline (paired) | | +0.2 ± 1.2 | +0.3 ± 2.3 | +0.3 ± 2.3 |" in text
