@@ -6,7 +6,7 @@ augmented arm (mean ± standard deviation over seeds, percent) and its paired di
 whose baselines differ (then they are not one comparison).
 
 Usage:
-  python benchmarks/reid_table.py rb/bench-ungated rb/bench-gated --names "ungated,gated (best 4 of 12, PCKh >= 0.5)"
+  python benchmarks/reid_table.py rb/bench-ungated rb/bench-gated --name ungated --name "gated (best 4 of 12)"
 """
 
 from __future__ import annotations
@@ -55,11 +55,12 @@ def table(folders: list[Path], names: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="reid-benchmark -o folders; the first trained the baseline.")
-    parser.add_argument("--names", help="Comma-separated names of the folders' augmented arms (default: folder names).")
+    parser.add_argument("--name", action="append", help="The name of a folder's augmented arm, once per folder "
+                        "(default: the folder names).")
     args = parser.parse_args()
-    names = args.names.split(",") if args.names else [f.name for f in args.folders]
+    names = args.name or [f.name for f in args.folders]
     if len(names) != len(args.folders):
-        raise SystemExit(f"--names: {len(names)} names for {len(args.folders)} folders")
+        raise SystemExit(f"--name: {len(names)} names for {len(args.folders)} folders")
     print(table(args.folders, names))
 
 
