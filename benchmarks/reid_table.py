@@ -1,6 +1,6 @@
 """One table from several `reid-benchmark` folders that share a baseline (`--baseline-from`): each manifest against it.
 
-Each folder's metrics.json holds its seeds' runs; this prints the baseline once, then one row per folder's
+Each folder's metrics.json holds its seeds' runs; over the seeds every folder ran, this prints the baseline once, then one row per folder's
 augmented arm (mean ± standard deviation over seeds, percent) and its paired difference from the baseline
 (within each seed, then mean ± standard deviation, points), with each seed's training minutes. Refuses folders
 whose baselines differ (then they are not one comparison).
@@ -28,11 +28,11 @@ def _pm(values: list[float], points: bool = False) -> str:
 
 def table(folders: list[Path], names: list[str]) -> str:
     metrics = [json.loads((f / "metrics.json").read_text()) for f in folders]
-    seeds = metrics[0]["seeds"]
+    seeds = [s for s in metrics[0]["seeds"] if all(s in m["seeds"] for m in metrics)]  # Those every folder ran.
     base = {s: metrics[0]["runs"][str(s)]["baseline"] for s in seeds}
     for folder, m in zip(folders[1:], metrics[1:]):
-        theirs = {s: m["runs"][str(s)]["baseline"] for s in m["seeds"]}
-        if m["seeds"] != seeds or any(theirs[s]["history"] != base[s]["history"] for s in seeds):
+        theirs = {s: m["runs"][str(s)]["baseline"] for s in seeds}
+        if not seeds or any(theirs[s]["history"] != base[s]["history"] for s in seeds):
             raise SystemExit(f"{folder}: its baselines are not {folders[0]}'s; run it with --baseline-from")
     minutes = lambda runs: " / ".join(f"{r['train_seconds'] / 60:.1f}" for r in runs)  # noqa: E731
     head = ("| arm | train images (generated) | " + " | ".join(("Rank-1", "Rank-5", "mAP", "mINP"))
@@ -49,7 +49,7 @@ def table(folders: list[Path], names: list[str]) -> str:
                     + " | ".join(_pm([aug[s][k] - base[s][k] for s in seeds], points=True) for k in COLUMNS) + " | |")
     per_seed = [f"seed {s}: baseline {base[s]['mAP']:.1%}, " + ", ".join(
         f"{name} {m['runs'][str(s)]['augmented']['mAP']:.1%}" for name, m in zip(names, metrics)) for s in seeds]
-    return "\n".join(rows) + f"\n\nmAP per seed: {'; '.join(per_seed)}.\n"
+    return "\n".join(rows) + f"\n\nSeeds {', '.join(map(str, seeds))}. mAP per seed: {'; '.join(per_seed)}.\n"
 
 
 def main() -> None:

@@ -124,6 +124,9 @@ def test_reid_table_pairs_each_manifest_with_the_shared_baseline(tmp_path):
     # Paired: (+1, +2, 0) points has mean +1.0 and sd 1.0; (-1, -1, +3) has mean +0.3 and sd 2.3.
     assert "| ungated minus baseline (paired) | | +0.5 ± 0.5 | +1.0 ± 1.0 | +1.0 ± 1.0 |" in text
     assert "| gated minus baseline (paired) | | +0.2 ± 1.2 | +0.3 ± 2.3 | +0.3 ± 2.3 |" in text
+    assert "Seeds 0, 1, 2." in text
+    fewer = _bench(tmp_path / "d", [0.30, 0.34], [0.29, 0.33])  # A folder with fewer seeds: the seeds both ran.
+    assert "Seeds 0, 1." in reid_table.table([first, fewer], ["a", "d"])
     other = _bench(tmp_path / "c", [0.31, 0.34, 0.32], [0.3, 0.3, 0.3])  # Not the same baseline: refused.
     with pytest.raises(SystemExit, match="not .*'s; run it with --baseline-from"):
         reid_table.table([first, other], ["a", "c"])
