@@ -15,29 +15,27 @@ Usage (2 CPU threads, cuhk03-market: 6,264 training crops of 643 people; 200 que
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
 
 import torch
 
+from reid_augment.config import from_dict, parse_value
 from reid_augment.device import resolve_device
+from reid_augment.errors import InputError
 from reid_augment.reid_benchmark import ReidBenchmarkConfig, run_arm, split_lists
 
 
-def parse_sets(pairs: list[str]) -> dict:
-    """key=value pairs typed as the ReidBenchmarkConfig field they name."""
-    fields = {f.name: f for f in dataclasses.fields(ReidBenchmarkConfig)}
-    out = {}
+def parse_sets(pairs: list[str], **defaults) -> ReidBenchmarkConfig:
+    """The config from key=value pairs, each typed and checked as the recipe's `--set` values are."""
+    data = dict(defaults)
     for pair in pairs:
-        key, _, value = pair.partition("=")
-        if key not in fields:
-            raise SystemExit(f"--set {pair}: no field {key!r}; one of {', '.join(fields)}")
-        default = getattr(ReidBenchmarkConfig(), key)
-        kind = type(default) if default is not None else (int if key in ("steps", "eval_every") else str)
-        out[key] = value if kind is str else kind(float(value)) if kind is int else kind(value)
-    return out
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InputError(f"--set {pair}: expected key=value, e.g. lr=3e-3")
+        data[key] = parse_value(value, f"--set {pair}")
+    return from_dict(ReidBenchmarkConfig, data, "--set")
 
 
 def main() -> None:
@@ -50,7 +48,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = ReidBenchmarkConfig(**{"device": "cpu", "workers": 2, **parse_sets(args.set)})
+    try:
+        cfg = parse_sets(args.set, device="cpu", workers=2)
+    except InputError as err:
+        raise SystemExit(f"error: {err}") from None
     dev = resolve_device(cfg.device)
     lists = split_lists(args.data, None, cfg.layout)
     base_per_epoch = len(lists.train) // cfg.batch_size

@@ -213,16 +213,27 @@ def load_recipe(name_or_path: str | os.PathLike, overrides: typing.Sequence[str]
         data.setdefault(section, {})
         if not isinstance(data[section], dict):
             raise InputError(f"--set {_short(item)}: {_short(section)} is not a section")
-        try:
-            data[section][leaf] = yaml.safe_load(value)
-        except yaml.YAMLError as err:
-            raise InputError(f"--set {_short(item)}: the value is not valid YAML ({_yaml_error(err)})") from None
-        except RecursionError:
-            raise InputError(f"--set {_short(item)}: the value is nested too deeply") from None
+        data[section][leaf] = parse_value(value, f"--set {_short(item)}")
     where = f"{path}{' with --set ' + ', '.join(overrides) if overrides else ''}"
     recipe = from_dict(Recipe, data, _short_text(where))
     validate_recipe(recipe, _short_text(where))
     return recipe
+
+
+def parse_value(text: str, where: str):
+    """A `--set` value as YAML, except that `3e-3` is a float (YAML 1.1 reads it as a string, which no field wants)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise InputError(f"{where}: the value is not valid YAML ({_yaml_error(err)})") from None
+    except RecursionError:
+        raise InputError(f"{where}: the value is nested too deeply") from None
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c.isdigit() for c in value) and "e" in value.lower() else value
+        except ValueError:
+            return value
+    return value
 
 
 def _short_text(text: str, limit: int = 200) -> str:

@@ -130,3 +130,16 @@ def test_reid_table_pairs_each_manifest_with_the_shared_baseline(tmp_path):
     other = _bench(tmp_path / "c", [0.31, 0.34, 0.32], [0.3, 0.3, 0.3])  # Not the same baseline: refused.
     with pytest.raises(SystemExit, match="not .*'s; run it with --baseline-from"):
         reid_table.table([first, other], ["a", "c"])
+
+
+def test_reid_settings_types_each_set_as_its_field():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import reid_settings
+    from reid_augment.errors import InputError
+
+    cfg = reid_settings.parse_sets(["lr=3e-3", "steps=2400", "seeds=[0, 1]", "model=osnet_x0_25"], device="cpu")
+    assert (cfg.lr, cfg.steps, cfg.seeds, cfg.model, cfg.device) == (3e-3, 2400, (0, 1), "osnet_x0_25", "cpu")
+    with pytest.raises(InputError, match="unknown key 'step'"):
+        reid_settings.parse_sets(["step=10"])
+    with pytest.raises(InputError, match="expected int"):
+        reid_settings.parse_sets(["batch_size=big"])

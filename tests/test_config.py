@@ -34,3 +34,11 @@ def test_overrides_and_round_trip():
     assert recipe.train.rec_steps == 5 and recipe.loss.alpha == 0.5 and recipe.name == "tiny"
     assert from_dict(Recipe, recipe_to_dict(recipe)) == recipe
     assert "rec_steps: 5" in dump_recipe(recipe)
+
+
+def test_override_values_in_e_notation_are_floats():
+    # YAML 1.1 reads 3e-4 as a string; a --set value should mean what it says.
+    assert load_recipe("tiny", ["train.lr=3e-4"]).train.lr == 3e-4
+    assert load_recipe("tiny", ["model.heatmap_sigma=4"]).model.heatmap_sigma == 4.0
+    with pytest.raises(InputError, match="expected float"):
+        load_recipe("tiny", ["train.lr=fast"])
