@@ -143,3 +143,41 @@ def test_reid_settings_types_each_set_as_its_field():
         reid_settings.parse_sets(["step=10"])
     with pytest.raises(InputError, match="expected int"):
         reid_settings.parse_sets(["batch_size=big"])
+
+
+def _arm(folder: Path, pairs: Path, pckh: float, rec_l1: list[float]) -> Path:
+    from safetensors.torch import save_file
+    import torch
+
+    (folder / "report").mkdir(parents=True)
+    (folder / "run").mkdir()
+    save_file({"w": torch.zeros(1)}, str(folder / "g.safetensors"), metadata={"command": f"python q.py --out {folder.name}"})
+    scores = {"ssim": 0.2, "mask_ssim": 0.8, "pckh": pckh}
+    (folder / "quality_run.json").write_text(json.dumps(
+        {"steps": [300, 0], "train_minutes": 30.0, "model": scores, "generator": str(folder / "g.safetensors")}))
+    (folder / "report" / "metrics.json").write_text(json.dumps(
+        {"pairs": str(pairs), "num_pairs": 2, "baseline": {"ssim": 0.1, "mask_ssim": 0.7, "pckh": 0.3},
+         "real_target": {"pckh": 0.7}}))
+    lines = [{"step": 50 * (i + 1), "stage": "rec", "rec_l1": v} for i, v in enumerate(rec_l1)]
+    lines.append({"step": 50 * (len(rec_l1) + 1), "stage": "ref", "rec_l1": 9.0})  # Not the reconstruction stage.
+    (folder / "run" / "stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return folder
+
+
+def test_design_ab_puts_arms_scored_on_the_same_pairs_in_one_table(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import design_ab
+
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("from,to\na.jpg,b.jpg\n")
+    a = _arm(tmp_path / "a", pairs, 0.40, [0.5, 0.4, 0.3, 0.3, 0.3])  # The last 4 reconstruction lines: 0.325.
+    b = _arm(tmp_path / "b", pairs, 0.35, [0.2])
+    text = design_ab.table([a, b])
+    assert "| a | 300 + 0 | 30.0 | 0.3250 | 0.200 | 0.800 | 0.400 |" in text
+    assert "| b | 300 + 0 | 30.0 | 0.2000 | 0.200 | 0.800 | 0.350 |" in text
+    assert "| copy the source | - | - | - | 0.100 | 0.700 | 0.300 |" in text and "python q.py --out b" in text
+    other = tmp_path / "other.csv"
+    other.write_text("from,to\nb.jpg,a.jpg\n")
+    c = _arm(tmp_path / "c", other, 0.5, [0.1])
+    with pytest.raises(SystemExit, match="other pairs"):
+        design_ab.table([a, c])
