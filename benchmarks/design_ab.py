@@ -6,7 +6,8 @@ so every arm trains for the same time and a costlier design takes fewer steps; a
 --threads 1 each (then the same interference hits both). Every arm is scored by `evaluate` on the same held-out
 pairs (500 of persons 0644-0743 sampled with seed 0 on cuhk03-market): SSIM, mask-SSIM and pooled PCKh, beside
 copying the source and the PCKh of the real targets (the estimator's ceiling). This script reads the arms'
-quality_run.json, report/metrics.json and run/stats.jsonl (G_rec's training L1 over its last logged steps) and
+quality_run.json, report/metrics.json, report/pairs.csv (each arm's PCKh against the first arm's on the same
+pairs, with a paired bootstrap interval) and run/stats.jsonl (G_rec's training L1 over its last logged steps), and
 prints the markdown table with each arm's command.
 
 Usage:
@@ -22,29 +23,55 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from reid_augment.pckh import pckh_counts
+from reid_augment.poses import read_poses
 from reid_augment.weights import read_metadata
 
 
 def table(arms: list[Path]) -> str:
-    rows, commands, reference = [], [], None
+    rows, commands, reference, first = [], [], None, None
     for arm in arms:
         run = json.loads((arm / "quality_run.json").read_text())
         metrics = json.loads((arm / "report" / "metrics.json").read_text())
+        scores = pd.read_csv(arm / "report" / "pairs.csv")
         if reference is None:
-            reference = metrics
+            reference, first = metrics, scores
+            joints = _target_joints(scores, Path(run["data"]) / "annotations-test.csv")
         elif Path(metrics["pairs"]).read_bytes() != Path(reference["pairs"]).read_bytes():
             raise SystemExit(f"{arm}: scored on other pairs than {arms[0]}; an A/B needs the same pairs")
         m = run["model"]
+        gain = "-" if scores is first else _paired_gain(scores["pckh"], first["pckh"], joints)
         rows.append(f"| {arm.name} | {run['steps'][0]:,} + {run['steps'][1]:,} | {run['train_minutes']} | "
                     f"{_last_rec_l1(arm / 'run' / 'stats.jsonl')} | {m['ssim']:.3f} | {m['mask_ssim']:.3f} | "
-                    f"{m['pckh']:.3f} |")
+                    f"{m['pckh']:.3f} | {gain} |")
         commands.append(f"    {read_metadata(run['generator'])['command']}")  # The model card's.
     copy, ceiling = reference["baseline"], reference["real_target"]["pckh"]
-    lines = ["| arm | steps (rec + ref) | train minutes | last rec L1 | SSIM | mask-SSIM | PCKh |",
-             "|---|---|---|---|---|---|---|", *rows,
-             f"| copy the source | - | - | - | {copy['ssim']:.3f} | {copy['mask_ssim']:.3f} | {copy['pckh']:.3f} |",
-             f"| real target (ceiling) | - | - | - | 1.000 | 1.000 | {ceiling:.3f} |"]
+    lines = [f"| arm | steps (rec + ref) | train minutes | last rec L1 | SSIM | mask-SSIM | PCKh | PCKh minus "
+             f"{arms[0].name} (95% CI) |", "|---|---|---|---|---|---|---|---|", *rows,
+             f"| copy the source | - | - | - | {copy['ssim']:.3f} | {copy['mask_ssim']:.3f} | {copy['pckh']:.3f} | |",
+             f"| real target (ceiling) | - | - | - | 1.000 | 1.000 | {ceiling:.3f} | |"]
     return "\n".join(lines) + f"\n\n{reference['num_pairs']} held-out pairs. Commands:\n\n" + "\n".join(commands) + "\n"
+
+
+def _target_joints(scores: pd.DataFrame, annotations: Path) -> np.ndarray:
+    """Each pair's PCKh denominator: its target's joints, 0 where the target has no head box (not counted)."""
+    target = read_poses(annotations).lookup(scores["to"])
+    return pckh_counts(target, target)[1]
+
+
+def _paired_gain(pckh: pd.Series, first: pd.Series, joints: np.ndarray, draws: int = 2000) -> str:
+    """Pooled PCKh of an arm minus the first arm's, with a 95% bootstrap interval over the shared pairs.
+
+    Both arms' per-pair PCKh share the denominator (the target's joints), so the pooled difference is
+    sum(joints * (a - b)) / sum(joints), and resampling pairs keeps each pair's two scores together."""
+    diff = np.nan_to_num((pckh.to_numpy() - first.to_numpy()) * joints)
+    pick = np.random.default_rng(0).integers(0, len(diff), (draws, len(diff)))
+    boot = diff[pick].sum(1) / joints[pick].sum(1)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return f"{diff.sum() / joints.sum():+.3f} ({low:+.3f} to {high:+.3f})"
 
 
 def _last_rec_l1(stats: Path, lines: int = 4) -> str:

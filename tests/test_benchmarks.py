@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,7 +146,7 @@ def test_reid_settings_types_each_set_as_its_field():
         reid_settings.parse_sets(["batch_size=big"])
 
 
-def _arm(folder: Path, pairs: Path, pckh: float, rec_l1: list[float]) -> Path:
+def _arm(folder: Path, pairs: Path, pckh: float, rec_l1: list[float], per_pair=(0.5, 0.5)) -> Path:
     from safetensors.torch import save_file
     import torch
 
@@ -154,10 +155,13 @@ def _arm(folder: Path, pairs: Path, pckh: float, rec_l1: list[float]) -> Path:
     save_file({"w": torch.zeros(1)}, str(folder / "g.safetensors"), metadata={"command": f"python q.py --out {folder.name}"})
     scores = {"ssim": 0.2, "mask_ssim": 0.8, "pckh": pckh}
     (folder / "quality_run.json").write_text(json.dumps(
-        {"steps": [300, 0], "train_minutes": 30.0, "model": scores, "generator": str(folder / "g.safetensors")}))
+        {"steps": [300, 0], "train_minutes": 30.0, "model": scores, "generator": str(folder / "g.safetensors"),
+         "data": str(pairs.parent)}))
     (folder / "report" / "metrics.json").write_text(json.dumps(
         {"pairs": str(pairs), "num_pairs": 2, "baseline": {"ssim": 0.1, "mask_ssim": 0.7, "pckh": 0.3},
          "real_target": {"pckh": 0.7}}))
+    (folder / "report" / "pairs.csv").write_text(
+        "from,to,pckh\n" + "".join(f"a.jpg,{t},{p}\n" for t, p in zip(("b.jpg", "c.jpg"), per_pair)))
     lines = [{"step": 50 * (i + 1), "stage": "rec", "rec_l1": v} for i, v in enumerate(rec_l1)]
     lines.append({"step": 50 * (len(rec_l1) + 1), "stage": "ref", "rec_l1": 9.0})  # Not the reconstruction stage.
     (folder / "run" / "stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
@@ -167,15 +171,21 @@ def _arm(folder: Path, pairs: Path, pckh: float, rec_l1: list[float]) -> Path:
 def test_design_ab_puts_arms_scored_on_the_same_pairs_in_one_table(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import design_ab
+    from reid_augment.poses import PoseTable, write_poses
 
+    # Target b has all 18 joints, target c 6 (its head box and four more): pooled PCKh weighs b three times c.
+    full = np.tile(np.array([[10.0, 10.0]]), (18, 1)) + np.arange(18)[:, None]
+    part = full.copy()
+    part[[2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]] = -1
+    write_poses(tmp_path / "annotations-test.csv", PoseTable.from_arrays(["b.jpg", "c.jpg"], [full, part]))
     pairs = tmp_path / "pairs.csv"
-    pairs.write_text("from,to\na.jpg,b.jpg\n")
+    pairs.write_text("from,to\na.jpg,b.jpg\na.jpg,c.jpg\n")
     a = _arm(tmp_path / "a", pairs, 0.40, [0.5, 0.4, 0.3, 0.3, 0.3])  # The last 4 reconstruction lines: 0.325.
-    b = _arm(tmp_path / "b", pairs, 0.35, [0.2])
+    b = _arm(tmp_path / "b", pairs, 0.35, [0.2], per_pair=(1.0, 0.5))  # +0.5 on b's 18 joints: +9 / 24 pooled.
     text = design_ab.table([a, b])
-    assert "| a | 300 + 0 | 30.0 | 0.3250 | 0.200 | 0.800 | 0.400 |" in text
-    assert "| b | 300 + 0 | 30.0 | 0.2000 | 0.200 | 0.800 | 0.350 |" in text
-    assert "| copy the source | - | - | - | 0.100 | 0.700 | 0.300 |" in text and "python q.py --out b" in text
+    assert "| a | 300 + 0 | 30.0 | 0.3250 | 0.200 | 0.800 | 0.400 | - |" in text
+    assert "| b | 300 + 0 | 30.0 | 0.2000 | 0.200 | 0.800 | 0.350 | +0.375 (" in text
+    assert "| copy the source | - | - | - | 0.100 | 0.700 | 0.300 | |" in text and "python q.py --out b" in text
     other = tmp_path / "other.csv"
     other.write_text("from,to\nb.jpg,a.jpg\n")
     c = _arm(tmp_path / "c", other, 0.5, [0.1])
