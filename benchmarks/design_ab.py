@@ -15,6 +15,7 @@ Usage:
   python benchmarks/quality_run.py --out ab/pose-decoder --threads 1 --rec-minutes 40 --ref-minutes 25 \\
       --set model.pose_to_decoder=true &
   wait; python benchmarks/design_ab.py ab/base ab/pose-decoder
+  python benchmarks/design_ab.py ab/float32 ab/bf16 --losses   # also the training L1 of every logged step
 """
 
 from __future__ import annotations
@@ -81,10 +82,27 @@ def _last_rec_l1(stats: Path, lines: int = 4) -> str:
     return f"{sum(rec) / len(rec):.4f}" if rec else "-"
 
 
+def losses(arms: list[Path]) -> str:
+    """G_rec's training L1 at every logged step of each arm, side by side (e.g. float32 against bf16)."""
+    curves = []
+    for arm in arms:
+        records = [json.loads(line) for line in (arm / "run" / "stats.jsonl").read_text().splitlines() if line]
+        curves.append({r["step"]: r["rec_l1"] for r in records if r.get("stage") == "rec" and "rec_l1" in r})
+    steps = sorted(set().union(*curves))
+    lines = ["| step | " + " | ".join(arm.name for arm in arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    lines += [f"| {step} | " + " | ".join(f"{c[step]:.4f}" if step in c else "-" for c in curves) + " |"
+              for step in steps]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("arms", nargs="+", type=Path, help="quality_run.py --out folders, one per arm.")
-    print(table(parser.parse_args().arms))
+    parser.add_argument("--losses", action="store_true", help="Also the training L1 of every logged step.")
+    args = parser.parse_args()
+    print(table(args.arms))
+    if args.losses:
+        print(losses(args.arms))
 
 
 if __name__ == "__main__":

@@ -191,3 +191,5 @@ def test_design_ab_puts_arms_scored_on_the_same_pairs_in_one_table(tmp_path):
     c = _arm(tmp_path / "c", other, 0.5, [0.1])
     with pytest.raises(SystemExit, match="other pairs"):
         design_ab.table([a, c])
+    curves = design_ab.losses([a, b])  # Reconstruction-stage lines only; a step one arm did not log shows "-".
+    assert "| 50 | 0.5000 | 0.2000 |" in curves and "| 250 | 0.3000 | - |" in curves and "9.0" not in curves
