@@ -33,21 +33,21 @@ from reid_augment.weights import read_metadata
 
 
 def table(arms: list[Path]) -> str:
-    rows, commands, reference, first = [], [], None, None
-    for arm in arms:
+    rows, commands = [], []
+    for i, arm in enumerate(arms):
         run = json.loads((arm / "quality_run.json").read_text())
         metrics = json.loads((arm / "report" / "metrics.json").read_text())
-        scores = pd.read_csv(arm / "report" / "pairs.csv")
-        if reference is None:
-            reference, first = metrics, scores
-            joints = _target_joints(scores, Path(run["data"]) / "annotations-test.csv")
+        scores = pd.read_csv(arm / "report" / "pairs.csv")  # Per pair, in the order every arm scored them.
+        pckh = scores["pckh"]
+        if i == 0:
+            reference, first = metrics, pckh
+            joints = _target_joints(scores["to"], Path(run["data"]) / "annotations-test.csv")
         elif Path(metrics["pairs"]).read_bytes() != Path(reference["pairs"]).read_bytes():
             raise SystemExit(f"{arm}: scored on other pairs than {arms[0]}; an A/B needs the same pairs")
         m = run["model"]
-        gain = "-" if scores is first else _paired_gain(scores["pckh"], first["pckh"], joints)
+        gain = _paired_gain(pckh, first, joints) if i else "-"
         rows.append(f"| {arm.name} | {run['steps'][0]:,} + {run['steps'][1]:,} | {run['train_minutes']} | "
-                    f"{_last_rec_l1(arm / 'run' / 'stats.jsonl')} | {m['ssim']:.3f} | {m['mask_ssim']:.3f} | "
-                    f"{m['pckh']:.3f} | {gain} |")
+                    f"{_last_rec_l1(arm)} | {m['ssim']:.3f} | {m['mask_ssim']:.3f} | {m['pckh']:.3f} | {gain} |")
         commands.append(f"    {read_metadata(run['generator'])['command']}")  # The model card's.
     copy, ceiling = reference["baseline"], reference["real_target"]["pckh"]
     lines = [f"| arm | steps (rec + ref) | train minutes | last rec L1 | SSIM | mask-SSIM | PCKh | PCKh minus "
@@ -57,9 +57,9 @@ def table(arms: list[Path]) -> str:
     return "\n".join(lines) + f"\n\n{reference['num_pairs']} held-out pairs. Commands:\n\n" + "\n".join(commands) + "\n"
 
 
-def _target_joints(scores: pd.DataFrame, annotations: Path) -> np.ndarray:
+def _target_joints(targets: pd.Series, annotations: Path) -> np.ndarray:
     """Each pair's PCKh denominator: its target's joints, 0 where the target has no head box (not counted)."""
-    target = read_poses(annotations).lookup(scores["to"])
+    target = read_poses(annotations).lookup(targets)
     return pckh_counts(target, target)[1]
 
 
@@ -75,19 +75,21 @@ def _paired_gain(pckh: pd.Series, first: pd.Series, joints: np.ndarray, draws: i
     return f"{diff.sum() / joints.sum():+.3f} ({low:+.3f} to {high:+.3f})"
 
 
-def _last_rec_l1(stats: Path, lines: int = 4) -> str:
+def _rec_l1(arm: Path) -> dict[int, float]:
+    """G_rec's training L1 at each logged step of the reconstruction stage (run/stats.jsonl)."""
+    records = [json.loads(line) for line in (arm / "run" / "stats.jsonl").read_text().splitlines() if line]
+    return {r["step"]: r["rec_l1"] for r in records if r.get("stage") == "rec" and "rec_l1" in r}
+
+
+def _last_rec_l1(arm: Path, lines: int = 4) -> str:
     """G_rec's training L1 over the reconstruction stage's last logged lines (with `log_every` 50: 200 steps)."""
-    records = [json.loads(line) for line in stats.read_text().splitlines() if line]
-    rec = [r["rec_l1"] for r in records if r.get("stage") == "rec" and "rec_l1" in r][-lines:]
-    return f"{sum(rec) / len(rec):.4f}" if rec else "-"
+    last = list(_rec_l1(arm).values())[-lines:]
+    return f"{sum(last) / len(last):.4f}" if last else "-"
 
 
 def losses(arms: list[Path]) -> str:
     """G_rec's training L1 at every logged step of each arm, side by side (e.g. float32 against bf16)."""
-    curves = []
-    for arm in arms:
-        records = [json.loads(line) for line in (arm / "run" / "stats.jsonl").read_text().splitlines() if line]
-        curves.append({r["step"]: r["rec_l1"] for r in records if r.get("stage") == "rec" and "rec_l1" in r})
+    curves = [_rec_l1(arm) for arm in arms]
     steps = sorted(set().union(*curves))
     lines = ["| step | " + " | ".join(arm.name for arm in arms) + " |", "|---" * (len(arms) + 1) + "|"]
     lines += [f"| {step} | " + " | ".join(f"{c[step]:.4f}" if step in c else "-" for c in curves) + " |"

@@ -31,11 +31,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from reid_augment import device
 from reid_augment.config import PairConfig, load_recipe
 from reid_augment.evaluate import evaluate
 from reid_augment.pairs import run_build_pairs
-from reid_augment import device
-from reid_augment.device import resolve_device
 from reid_augment.train import train
 from reid_augment.weights import export_generator, load_checkpoint, read_metadata, resolve_generator
 
@@ -69,7 +68,7 @@ def main() -> None:
         device.fast_bf16 = lambda dev: True
     if args.threads:
         torch.set_num_threads(args.threads)
-    dev = resolve_device(args.device)
+    dev = device.resolve_device(args.device)
     work = args.out / "work"
     run_build_pairs(args.data, work, PairConfig(), args.data / "annotations-train.csv",
                     args.data / "annotations-test.csv")

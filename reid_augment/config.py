@@ -228,11 +228,11 @@ def parse_value(text: str, where: str):
         raise InputError(f"{where}: the value is not valid YAML ({_yaml_error(err)})") from None
     except RecursionError:
         raise InputError(f"{where}: the value is nested too deeply") from None
-    if isinstance(value, str):
+    if isinstance(value, str) and "e" in value.lower() and any(c.isdigit() for c in value):
         try:
-            return float(value) if any(c.isdigit() for c in value) and "e" in value.lower() else value
+            return float(value)
         except ValueError:
-            return value
+            pass
     return value
 
 
