@@ -16,7 +16,7 @@ setup(
     license="MIT",
     license_files=["LICENSE"],
     python_requires=">=3.10",
-    packages=["reid_augment", "reid_augment.recipes"],
+    packages=["reid_augment", "reid_augment.integrations", "reid_augment.reid", "reid_augment.recipes"],
     package_dir={"reid_augment.recipes": "recipes"},
     package_data={"reid_augment": ["sample/*/*", "sample/*.md", "sample/*.png", "generators/*.safetensors"],
                   "reid_augment.recipes": ["*.yaml"]},

@@ -24,7 +24,7 @@ import torch
 from reid_augment.config import from_dict, parse_value
 from reid_augment.device import resolve_device
 from reid_augment.errors import InputError
-from reid_augment.reid_benchmark import ReidBenchmarkConfig, run_arm, split_lists
+from reid_augment.reid_benchmark import ReidBenchmarkConfig, decode_lists, run_arm, split_lists
 
 
 def parse_sets(pairs: list[str], **defaults) -> ReidBenchmarkConfig:
@@ -49,14 +49,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     try:
-        cfg = parse_sets(args.set, device="cpu", workers=2)
+        cfg = parse_sets(args.set, device="cpu")
     except InputError as err:
         raise SystemExit(f"error: {err}") from None
     dev = resolve_device(cfg.device)
     lists = split_lists(args.data, None, cfg.layout)
     base_per_epoch = len(lists.train) // cfg.batch_size
     tick = time.perf_counter()
-    record = run_arm("baseline", lists, cfg, args.seed, args.out / args.name, dev, base_per_epoch)
+    data = decode_lists(lists, cfg.height, cfg.width)
+    record = run_arm("baseline", data, cfg, args.seed, args.out / args.name, dev, base_per_epoch, lists.classes)
     minutes = (time.perf_counter() - tick) / 60
     curve = ", ".join(f"{h['step']}: {h['mAP'] * 100:.1f}/{h['rank1'] * 100:.1f}" for h in record["history"])
     row = (f"| {args.name} | {' '.join(args.set)} | {record['steps']} ({record['epochs']:g} ep) | "

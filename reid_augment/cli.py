@@ -425,11 +425,25 @@ def _seed_list(_ctx, _param, value: str) -> tuple[int, ...]:
               help="One run of each arm per seed, e.g. 0,1,2: the report gives mean ± std and the paired difference.")
 @click.option("--gen-ratio", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="R",
               help="Share of generated images in every batch (default: drawn like the originals).")
+@click.option("--gen-labels", type=click.Choice(["onehot", "smooth", "uniform", "teacher"]), default="smooth",
+              show_default=True, help="Targets of generated images: their source one-hot, smoothed by EPS, uniform "
+                                      "(LSRO), or the teacher's soft labels (DG-Net; needs --teacher).")
 @click.option("--gen-label-smooth", type=click.FloatRange(0, 1), default=0.1, show_default=True, metavar="EPS",
-              help="Label smoothing of generated images only (1.0: LSRO's uniform labels); originals keep 0.1.")
+              help="EPS of --gen-labels smooth (generated images only); originals keep 0.1.")
+@click.option("--gen-from", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, metavar="SHARE",
+              help="Ramp-in: no generated image before this share of the steps.")
+@click.option("--teacher", metavar="baseline|CKPT",
+              help="Re-ID model trained on the real images, for --gen-labels teacher and --id-gate: 'baseline' (the "
+                   "seed's baseline arm) or a checkpoint (a reid-benchmark arm's checkpoint.pt).")
+@click.option("--id-gate", type=click.FloatRange(-1, 1), metavar="MARGIN",
+              help="Train only on generated images whose source person the teacher ranks first, by at least MARGIN "
+                   "in probability (0: top-1).")
+@click.option("--real-per-id", type=click.IntRange(min=1), metavar="K",
+              help="Low-data regime: keep K real training images per identity (seeded by --subset-seed, recorded).")
+@click.option("--persons", metavar="FIRST-LAST", help="Train on these persons only, e.g. 322-643.")
+@click.option("--subset-seed", type=int, default=0, show_default=True, help="Which K real images stay.")
 @click.option("--pretrained", metavar="PATH|imagenet",
               help="ImageNet weights: a local file, or 'imagenet' for torchreid's download (default: from scratch).")
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
 @_layout_option
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Delete the arms in OUT and start over (needed after changing settings).")
@@ -437,8 +451,9 @@ def _seed_list(_ctx, _param, value: str) -> tuple[int, ...]:
               help="Copy the finished baseline arms of another run's OUT trained with the same settings (only the "
                    "manifest differs), to compare several manifests against one baseline.")
 def reid_benchmark_cmd(root, manifest, out, model, epochs, steps, match_epochs, eval_every, height, width, batch_size,
-                       lr, schedule, warmup_steps, seeds, gen_ratio, gen_label_smooth, pretrained, workers, layout,
-                       device, force, baseline_from) -> None:
+                       lr, schedule, warmup_steps, seeds, gen_ratio, gen_labels, gen_label_smooth, gen_from, teacher,
+                       id_gate, real_per_id, persons, subset_seed, pretrained, layout, device, force,
+                       baseline_from) -> None:
     """Train one torchreid model with and without the generated images of MANIFEST, and compare them on ROOT.
 
     Per seed, both arms start from the same weights and take the same number of optimizer steps under the same
@@ -454,14 +469,61 @@ def reid_benchmark_cmd(root, manifest, out, model, epochs, steps, match_epochs, 
       reid-augment reid-benchmark data/ --manifest work/generated -o bench --model osnet_x0_25 --height 128 \\
           --width 64 --steps 2000 --schedule cosine --eval-every 500 --device cpu
     """
+    from .reid.regime import parse_persons
     from .reid_benchmark import ReidBenchmarkConfig, reid_benchmark
 
     cfg = ReidBenchmarkConfig(model=model, epochs=epochs, steps=steps, match_epochs=match_epochs, eval_every=eval_every,
                               height=height, width=width, batch_size=batch_size, lr=lr, schedule=schedule,
-                              warmup_steps=warmup_steps, seeds=seeds, gen_ratio=gen_ratio,
-                              gen_label_smooth=gen_label_smooth, pretrained=pretrained, workers=workers, device=device,
-                              layout=layout)
+                              warmup_steps=warmup_steps, seeds=seeds, gen_ratio=gen_ratio, gen_labels=gen_labels,
+                              gen_label_smooth=gen_label_smooth, gen_from=gen_from, teacher=teacher, id_gate=id_gate,
+                              real_per_id=real_per_id, persons=parse_persons(persons), subset_seed=subset_seed,
+                              pretrained=pretrained, device=device, layout=layout)
     click.echo(reid_benchmark(root, manifest, out, cfg, force=force, baseline_from=baseline_from).summary())
+
+
+@cli.command("subset")
+@click.argument("root", type=click.Path(), metavar="ROOT")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), metavar="DIR")
+@click.option("--persons", metavar="FIRST-LAST", help="Keep these persons only, e.g. 1-321.")
+@click.option("--real-per-id", type=click.IntRange(min=1), metavar="K", help="Keep K images per identity.")
+@click.option("--subset-seed", type=int, default=0, show_default=True, help="Which K images stay.")
+@click.option("--poses", type=click.Path(dir_okay=False), metavar="FILE", help="Also write DIR/annotations.csv: its "
+                                                                             "rows of the kept images.")
+def subset_cmd(root, out, persons, real_per_id, subset_seed, poses) -> None:
+    """Write DIR, a Market-1501-layout data set of symlinks: the training images of ROOT that the regime keeps
+    (the same ones `reid-benchmark --persons --real-per-id --subset-seed` keeps), and ROOT's query and gallery.
+
+    \b
+    The low-data protocol: a generator trained on other persons, fed only the kept images:
+      reid-augment subset data/ -o gen-people --persons 1-321 --poses data/annotations-train.csv
+      reid-augment subset data/ -o k2 --persons 322-643 --real-per-id 2 --poses data/annotations-train.csv
+    """
+    from .reid.regime import Regime, parse_persons, select_folder
+
+    selection = select_folder(root, out, Regime(parse_persons(persons), real_per_id, subset_seed), poses)
+    click.echo(f"{selection.summary()}; wrote {out}.")
+
+
+@cli.command("filter")
+@click.argument("manifest", type=click.Path(), metavar="MANIFEST")
+@click.option("--reid-model", required=True, type=click.Path(dir_okay=False), metavar="CKPT",
+              help="A re-ID model trained on ROOT's real training images (e.g. a reid-benchmark baseline arm's "
+                   "checkpoint.pt).")
+@click.option("--reid-arch", metavar="NAME", help="torchreid architecture of CKPT, when CKPT does not say it.")
+@click.option("--root", required=True, type=click.Path(), metavar="ROOT", help="The data set the images came from.")
+@click.option("-o", "--output", required=True, type=click.Path(), metavar="OUT",
+              help="The new manifest (a .csv path, or a folder for OUT/manifest.csv).")
+@click.option("--margin", type=click.FloatRange(-1, 1), default=0.0, show_default=True,
+              help="Keep an image when its source's probability leads every other identity's by this much "
+                   "(0: the source is the most probable).")
+@click.option("--device", default="auto", show_default=True)
+@_layout_option
+def filter_cmd(manifest, reid_model, reid_arch, root, output, margin, device, layout) -> None:
+    """The identity gate: keep the generated images of MANIFEST in which a re-ID model still finds their source
+    person; write a new manifest with each image's score (id_prob, id_margin)."""
+    from .reid.gate import identity_filter
+
+    click.echo(identity_filter(manifest, reid_model, root, output, margin, reid_arch, layout, device).summary())
 
 
 @cli.command("preview")

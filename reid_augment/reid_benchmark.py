@@ -27,20 +27,25 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 
 from .errors import InputError
 from .fileio import atomic_open, atomic_write_text
 from .images import scan_images
 from .layouts import Layout
-from .manifest import generated_items
+from .manifest import generated_items, read_generated
+from .reid import fastdata, labels
+from .reid import model as reid_model
+from .reid.labels import LABELS
+from .reid.stats import describe, paired_interval
+from .reid.regime import Regime, select
 from .weights import rng_state, safe_load, set_rng_state
 
 ARMS = ("baseline", "augmented")
@@ -83,15 +88,29 @@ class ReidBenchmarkConfig:
     warmup_steps: int = 0           # Linear warm-up over the first steps.
     seeds: tuple[int, ...] = (0,)   # One run of each arm per seed.
     gen_ratio: float | None = None  # Share of generated images in each batch; None: drawn like the originals.
-    gen_label_smooth: float = 0.1   # Label smoothing of generated images (1.0 = LSRO's uniform); originals: 0.1.
+    gen_labels: str = "smooth"      # Targets of generated images: onehot, smooth (EPS), uniform (LSRO), teacher.
+    gen_label_smooth: float = 0.1   # EPS of "smooth" (originals: 0.1 always).
+    gen_from: float = 0.0           # Ramp-in: no generated image before this share of the steps.
+    teacher: str | None = None      # Re-ID model for "teacher" labels and the identity gate: "baseline" (the
+                                    # seed's baseline arm) or a checkpoint trained on the real images.
+    id_gate: float | None = None    # Keep a generated image only if the teacher's probability of its source
+                                    # beats every other identity's by at least this margin (0: source is top-1).
+    real_per_id: int | None = None  # Low-data regime: K real training images per identity (seeded, recorded).
+    persons: tuple[int, int] | None = None  # Train on these persons only (FIRST, LAST), e.g. (322, 643).
+    subset_seed: int = 0            # Which K images stay (the same for every seed and arm).
     pretrained: str | None = None   # None: from scratch; "imagenet": torchreid's download; else a local file.
-    workers: int = 2
     device: str = "auto"
     layout: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "seeds", tuple(self.seeds))
+        if self.persons is not None:
+            object.__setattr__(self, "persons", tuple(self.persons))
         _check(self)
+
+    @property
+    def regime(self) -> Regime:
+        return Regime(self.persons, self.real_per_id, self.subset_seed)
 
 
 def _check(cfg: ReidBenchmarkConfig) -> None:
@@ -103,6 +122,16 @@ def _check(cfg: ReidBenchmarkConfig) -> None:
             raise InputError(f"{flag} {value}: at least {low}")
     if cfg.steps is not None and cfg.match_epochs:
         raise InputError("--steps and --match-epochs both set the training length; give one")
+    if cfg.gen_labels not in LABELS:
+        raise InputError(f"--gen-labels {cfg.gen_labels!r}: one of {', '.join(LABELS)}")
+    if cfg.teacher is None and (cfg.gen_labels == "teacher" or cfg.id_gate is not None):
+        raise InputError("--gen-labels teacher and --id-gate need a re-ID model: --teacher baseline (the seed's "
+                         "baseline arm) or --teacher CKPT")
+    if not 0 <= cfg.gen_from < 1:
+        raise InputError(f"--gen-from {cfg.gen_from}: a share of the steps, from 0 up to (not including) 1")
+    if cfg.id_gate is not None and not -1 <= cfg.id_gate <= 1:
+        raise InputError(f"--id-gate {cfg.id_gate}: a probability margin between -1 and 1 (0: the source is top-1)")
+    cfg.regime  # Checks --persons and --real-per-id.
     if cfg.schedule not in SCHEDULES:
         raise InputError(f"--schedule {cfg.schedule!r}: one of {', '.join(SCHEDULES)}")
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds) or min(cfg.seeds) < 0:
@@ -136,6 +165,8 @@ class Splits:
     gallery: list[tuple]
     dataset: str = ""
     protocol: str = ""
+    classes: list[str] = field(default_factory=list)  # Person id of each training label, in label order.
+    selection: str = ""   # What the regime kept (empty: the whole training split).
 
 
 def dataset_name(layout: Layout) -> str:
@@ -150,20 +181,27 @@ def dataset_name(layout: Layout) -> str:
     return "Market-1501 layout"
 
 
-def split_lists(root: str | os.PathLike, manifest: str | os.PathLike | None, layout: str | None = None) -> Splits:
+def split_lists(root: str | os.PathLike, manifest: str | os.PathLike | None, layout: str | None = None,
+                regime: Regime = Regime()) -> Splits:
     """The benchmark's lists under torchreid's protocol for the data set: in the Market-1501 layout only junk
-    (person -1) is dropped and the 0000 distractors stay in the gallery; MSMT17 keeps what its lists hold."""
+    (person -1) is dropped and the 0000 distractors stay in the gallery; MSMT17 keeps what its lists hold. The
+    training split keeps what `regime` selects; generated images must come from kept images (no leak)."""
     # Training and test splits are read apart: names need be unique only within each (MSMT17's both start at 0000).
     found, tested = (scan_images(root, include_distractors=True, layout=layout, splits=splits)
                      for splits in (("train",), ("query", "test")))
     table = pd.concat([found.images, tested.images], ignore_index=True)
     table = table[table["person_id"] != "-1"]  # torchreid's Market1501 skips pid -1 everywhere.
     train = table[table["split"] == "train"]
-    labels = {pid: i for i, pid in enumerate(sorted(set(train["person_id"])))}
+    selected = ""
+    if not regime.full:
+        selection = select(list(train["name"]), list(train["person_id"]), regime)
+        train, selected = train[selection.keep], selection.summary()
+    classes = sorted(set(train["person_id"]))
+    labels = {pid: i for i, pid in enumerate(classes)}
     items = [(p, labels[pid], max(cam - 1, 0), 0) for p, pid, cam in
              zip(train["path"], train["person_id"], train["camera_id"])]
     if manifest is not None:
-        items += [(*item[:3], 1) for item in generated_items(manifest, items)]
+        items += [(*item[:3], 1) for item in _generated(manifest, items, found.images, regime)]
     pids = {pid: i for i, pid in enumerate(sorted(set(table["person_id"])))}  # One id space for query and gallery.
     tests = {}
     for split, key in (("query", "query"), ("test", "gallery")):
@@ -173,18 +211,21 @@ def split_lists(root: str | os.PathLike, manifest: str | os.PathLike | None, lay
         tests[key] = [(p, pids[pid], max(cam - 1, 0), 0) for p, pid, cam in
                       zip(part["path"], part["person_id"], part["camera_id"])]
     name = dataset_name(found.layout)
-    return Splits(items, tests["query"], tests["gallery"], name, PROTOCOLS[name])
+    return Splits(items, tests["query"], tests["gallery"], name, PROTOCOLS[name], classes, selected)
 
 
-def _register(name: str, lists: Splits) -> None:
-    """A torchreid image data set serving exactly these lists, so its data manager and engine run on them."""
-    tr = _torchreid()
-
-    class Lists(tr.data.ImageDataset):
-        def __init__(self, root="", **kwargs):
-            super().__init__(list(lists.train), list(lists.query), list(lists.gallery), **kwargs)
-
-    getattr(tr.data.datasets, "__image_datasets")[name] = Lists
+def _generated(manifest, kept: list[tuple], every: pd.DataFrame, regime: Regime) -> list[tuple]:
+    """The manifest's items; under a regime, a generated image whose source the regime dropped is refused: its
+    generator saw an image the re-ID model must not (see the README's low-data protocol)."""
+    items = generated_items(manifest, kept)
+    if not regime.full:
+        sources = read_generated(manifest)[1]["source"].map(os.path.basename)
+        dropped = set(every["name"]) - {os.path.basename(item[0]) for item in kept}
+        leaked = int(sources.isin(dropped).sum())
+        if leaked:
+            raise InputError(f"{manifest}: {leaked} generated images come from real images that {regime.describe()} "
+                             f"leaves out; generate from the kept images only (`reid-augment subset`)")
+    return items
 
 
 class MixedBatchSampler(Sampler):
@@ -203,6 +244,7 @@ class MixedBatchSampler(Sampler):
             raise InputError(f"{pool} training images: fewer than one batch of {batch_size - self.n_gen}; "
                              f"lower --batch-size")
         self.start, self.stop, self._cache = 0, self.per_pass, (-1, [])
+        self.ramp = 0  # Steps before it hold originals only (the generated stream's ramp-in).
 
     def set_steps(self, start: int, stop: int) -> None:
         self.start, self.stop = start, stop
@@ -221,8 +263,18 @@ class MixedBatchSampler(Sampler):
         return [rng.permutation(np.concatenate([originals[i * k:(i + 1) * k], extra[i * n:(i + 1) * n]])).tolist()
                 for i in range(self.per_pass)]
 
+    def _originals(self, step: int) -> list[int]:
+        """Batch `step` of a stream of passes over the originals alone: what the ramp-in serves."""
+        per_pass = len(self.originals) // self.batch
+        p, i = divmod(step, per_pass)
+        order = np.random.default_rng([self.seed, p, 1]).permutation(self.originals)
+        return order[i * self.batch:(i + 1) * self.batch].tolist()
+
     def __iter__(self):
         for step in range(self.start, self.stop):
+            if step < self.ramp:
+                yield self._originals(step)
+                continue
             p, i = divmod(step, self.per_pass)
             if self._cache[0] != p:
                 self._cache = (p, self._pass(p))
@@ -262,61 +314,89 @@ def minp(distmat: np.ndarray, q_pids, g_pids, q_camids, g_camids) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def _evaluate(model, datamanager, name: str, dev: torch.device) -> dict:
+@dataclass
+class Decoded:
+    """Every image of the run decoded once: the training items (generated included) and the test lists."""
+
+    train: torch.Tensor       # (N, 3, H, W) uint8, in Splits.train order (unreadable images left out).
+    labels: torch.Tensor      # (N,) training label.
+    generated: np.ndarray     # (N,) bool.
+    paths: list[str]
+    query: torch.Tensor
+    gallery: torch.Tensor
+    q_pids: np.ndarray
+    q_cams: np.ndarray
+    g_pids: np.ndarray
+    g_cams: np.ndarray
+    skipped: list[tuple[str, str]]
+
+    def subset(self, rows: np.ndarray) -> "Decoded":
+        return replace(self, train=self.train[rows], labels=self.labels[rows], generated=self.generated[rows],
+                       paths=[self.paths[i] for i in rows])
+
+
+def decode_lists(lists: Splits, height: int, width: int, progress: bool = True) -> Decoded:
+    """Decode the run's images once; unreadable ones are reported and left out (an empty test split is fatal)."""
+    train = fastdata.decode([item[0] for item in lists.train], height, width, progress, "decode train")
+    tests = {}
+    for key, items in (("query", lists.query), ("gallery", lists.gallery)):
+        d = fastdata.decode([item[0] for item in items], height, width, progress, f"decode {key}")
+        if not len(d.kept):
+            raise InputError(f"no readable {key} image (first: {d.skipped[0][0]}: {d.skipped[0][1]})")
+        tests[key] = (d, np.array([items[i][1] for i in d.kept]), np.array([items[i][2] for i in d.kept]))
+    skipped = train.skipped + tests["query"][0].skipped + tests["gallery"][0].skipped
+    for path, reason in skipped:
+        print(f"warning: {path}: {reason}; skipped")
+    kept = [lists.train[i] for i in train.kept]
+    return Decoded(train.images, torch.tensor([item[1] for item in kept], dtype=torch.long),
+                   np.array([item[3] == 1 for item in kept], dtype=bool), [item[0] for item in kept],
+                   tests["query"][0].images, tests["gallery"][0].images, tests["query"][1], tests["query"][2],
+                   tests["gallery"][1], tests["gallery"][2], skipped)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the arm computes on its device: channels_last memory format and bf16 autocast where it pays."""
+
+    channels_last: bool
+    bf16: bool
+
+    @classmethod
+    def of(cls, dev: torch.device) -> "Precision":
+        from .device import fast_bf16
+
+        return cls(channels_last=True, bf16=fast_bf16(dev))
+
+    def autocast(self, dev: torch.device):
+        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def describe(self) -> str:
+        return f"{'bf16 autocast' if self.bf16 else 'float32'}{', channels_last' if self.channels_last else ''}"
+
+
+def _evaluate(model, data: Decoded, dev: torch.device, precision: Precision) -> dict:
     tr = _torchreid()
-    loaders = datamanager.test_loader[name]
     model.eval()
 
-    def features(loader):
-        out, pids, cams = [], [], []
-        with torch.no_grad():
-            for batch in loader:
-                out.append(model(batch["img"].to(dev)).float().cpu())
-                pids += batch["pid"].tolist()
-                cams += batch["camid"].tolist()
-        return torch.cat(out), np.array(pids), np.array(cams)
+    def features(images):
+        out = []
+        with torch.no_grad(), precision.autocast(dev):
+            for start in range(0, len(images), 128):
+                part = images[start:start + 128]
+                x = fastdata.batch(part, torch.arange(len(part)), channels_last=precision.channels_last)
+                out.append(model(x.to(dev)).float().cpu())
+        return torch.cat(out)
 
-    qf, qp, qc = features(loaders["query"])
-    gf, gp, gc = features(loaders["gallery"])
+    qf, gf = features(data.query), features(data.gallery)
+    qp, qc, gp, gc = data.q_pids, data.q_cams, data.g_pids, data.g_cams
     distmat = tr.metrics.compute_distance_matrix(qf, gf, "euclidean").numpy()
     # torchreid's CMC needs every query to keep max_rank gallery images after the same-camera removal.
     kept = len(gp) - ((gp[None] == qp[:, None]) & (gc[None] == qc[:, None])).sum(1).max()
     cmc, mean_ap = tr.metrics.evaluate_rank(distmat, qp, gp, qc, gc, max_rank=int(min(50, kept)))
     rank = lambda k: float(cmc[min(k, len(cmc)) - 1])  # noqa: E731 - beyond a tiny gallery: its last rank.
+    model.train()
     return {"rank1": rank(1), "rank5": rank(5), "rank10": rank(10), "mAP": float(mean_ap),
             "mINP": minp(distmat, qp, gp, qc, gc)}
-
-
-def _engine_class():
-    tr = _torchreid()
-
-    class Engine(tr.engine.ImageSoftmaxEngine):
-        """torchreid's softmax engine with per-image label smoothing (generated images: their own epsilon), a
-        learning rate set per step (torchreid's schedulers step per epoch, and epochs differ between arms) and
-        bf16 autocast on CUDA; it also keeps the round's mean loss."""
-
-        def __init__(self, *args, eps: tuple[float, float], dev: torch.device,
-                     schedule: torch.optim.lr_scheduler.LRScheduler, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.eps, self.dev, self.schedule, self.loss_sum, self.loss_count = eps, dev, schedule, 0.0, 0
-
-        def forward_backward(self, data):
-            imgs, pids = data["img"].to(self.dev, non_blocking=True), data["pid"].to(self.dev)
-            eps = torch.where(data["dsetid"].to(self.dev) == 1, self.eps[1], self.eps[0])
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.dev.type == "cuda"):
-                outputs = self.model(imgs)
-            log_probs = torch.log_softmax(outputs.float(), 1)
-            k = log_probs.shape[1]
-            smooth = torch.nn.functional.one_hot(pids, k) * (1 - eps[:, None]) + eps[:, None] / k
-            loss = -(smooth * log_probs).sum(1).mean()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.schedule.step()
-            self.loss_sum, self.loss_count = self.loss_sum + loss.item(), self.loss_count + 1
-            return {"loss": loss.item()}
-
-    return Engine
 
 
 def _load_pretrained(model, pretrained: str | None) -> str:
@@ -339,27 +419,34 @@ def _load_pretrained(model, pretrained: str | None) -> str:
 def initial_model(cfg: ReidBenchmarkConfig, num_classes: int, seed: int, dev: torch.device):
     """The seed's initial weights, the same in both arms (they share the identities): (model, what the report
     says about its initialisation)."""
-    tr = _torchreid()
     torch.manual_seed(seed)
-    model = tr.models.build_model(cfg.model, num_classes=num_classes, loss="softmax",
-                                  pretrained=cfg.pretrained == "imagenet", use_gpu=dev.type == "cuda")
+    try:
+        model = reid_model.build(cfg.model, num_classes, pretrained=cfg.pretrained == "imagenet",
+                                 use_gpu=dev.type == "cuda")
+    except (OSError, RuntimeError) as err:  # The ImageNet download, offline or refused.
+        if cfg.pretrained != "imagenet":
+            raise
+        raise InputError(f"--pretrained imagenet: torchreid could not download the ImageNet weights "
+                         f"({type(err).__name__}: {err}); download them elsewhere and give the file's path") from None
     init = _load_pretrained(model, cfg.pretrained)
     return model.to(dev), init
 
 
-def _data_manager(name: str, lists: Splits, cfg: ReidBenchmarkConfig, dev: torch.device):
-    tr = _torchreid()
-    _register(name, lists)
-    with contextlib.redirect_stdout(io.StringIO()):  # torchreid prints its data set summary tables.
-        return tr.data.ImageDataManager(root="", sources=name, height=cfg.height, width=cfg.width,
-                                        batch_size_train=cfg.batch_size, batch_size_test=max(cfg.batch_size, 64),
-                                        workers=cfg.workers, use_gpu=dev.type == "cuda",
-                                        transforms=["random_flip"])
+@dataclass
+class GeneratedTargets:
+    """What the generated images of an arm are taught: their label kind and, for "teacher", each one's row of
+    the teacher's probabilities (aligned with the arm's training rows; originals' rows unused)."""
+
+    kind: str
+    eps: float
+    teacher: torch.Tensor | None = None
 
 
-def run_arm(arm: str, lists: Splits, cfg: ReidBenchmarkConfig, seed: int, arm_dir: Path, dev: torch.device,
-            base_per_epoch: int, progress: bool = True, callback: Callback | None = None) -> dict:
-    """Train and evaluate one arm of one seed, resuming from arm_dir/checkpoint.pt; returns its record.
+def run_arm(arm: str, data: Decoded, cfg: ReidBenchmarkConfig, seed: int, arm_dir: Path, dev: torch.device,
+            base_per_epoch: int, classes: list[str], progress: bool = True, callback: Callback | None = None,
+            targets: GeneratedTargets | None = None, note: dict | None = None) -> dict:
+    """Train and evaluate one arm of one seed on `data`'s training rows, resuming from arm_dir/checkpoint.pt;
+    returns its record.
 
     `callback(seed, arm, step, model)` runs when training starts (step 0, or the step resumed from) and after
     each checkpoint; whatever it raises stops the run with that checkpoint kept.
@@ -370,21 +457,19 @@ def run_arm(arm: str, lists: Splits, cfg: ReidBenchmarkConfig, seed: int, arm_di
     if done.is_file():
         return json.loads(done.read_text())
     arm_dir.mkdir(parents=True, exist_ok=True)
-    name = f"reid_augment_{arm}_{seed}_{os.getpid()}"
-    manager = _data_manager(name, lists, cfg, dev)
-    generated = np.array([item[3] == 1 for item in manager.train_loader.dataset.train])
-    sampler = MixedBatchSampler(generated, cfg.batch_size, cfg.gen_ratio, seed)
-    manager.train_loader = DataLoader(manager.train_loader.dataset, batch_sampler=sampler, num_workers=cfg.workers,
-                                      pin_memory=dev.type == "cuda")
+    targets = targets or GeneratedTargets(cfg.gen_labels if cfg.gen_labels != "teacher" else "smooth",
+                                          cfg.gen_label_smooth)
+    sampler = MixedBatchSampler(data.generated, cfg.batch_size, cfg.gen_ratio, seed)
     total, every = plan_steps(cfg, sampler.per_pass, base_per_epoch)
-    model, init = initial_model(cfg, manager.num_train_pids, seed, dev)
+    sampler.ramp = round(cfg.gen_from * total)
+    model, init = initial_model(cfg, len(classes), seed, dev)
+    precision = Precision.of(dev)
+    if precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = _torchreid().optim.build_optimizer(model, optim="adam", lr=cfg.lr)
     factor = functools.partial(lr_factor, cfg.schedule, total=total, warmup=cfg.warmup_steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    engine = _engine_class()(manager, model, optimizer=optimizer, use_gpu=dev.type == "cuda",
-                             eps=(0.1, cfg.gen_label_smooth), dev=dev, schedule=schedule)
     stops = [*range(every, total, every), total]
-    engine.max_epoch, engine.writer = len(stops), None
     state = {"history": [], "step": 0, "train_seconds": 0.0, "eval_seconds": 0.0}
     checkpoint = arm_dir / "checkpoint.pt"
     if checkpoint.is_file():
@@ -396,43 +481,66 @@ def run_arm(arm: str, lists: Splits, cfg: ReidBenchmarkConfig, seed: int, arm_di
         state = {k: saved[k] for k in state}
     if callback is not None:
         callback(seed, arm, state["step"], model)
-    evaluate = functools.partial(_evaluate, model, manager, name, dev)
+    step_fn = functools.partial(_step, model, optimizer, schedule, data, len(classes), targets, seed, dev, precision)
     bar = tqdm(total=total, initial=state["step"], desc=f"{arm} (seed {seed})", unit="step", disable=not progress)
-    for index, stop in enumerate(stops):
+    for stop in stops:
         if stop <= state["step"]:
             continue
-        engine.epoch = index
-        _train_round(engine, sampler, state, stop, cfg.lr * factor(stop - 1), evaluate)
+        _train_round(step_fn, sampler, state, stop, cfg.lr * factor(stop - 1),
+                     functools.partial(_evaluate, model, data, dev, precision), bar)
         with atomic_open(checkpoint, "wb") as f:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(), "rng": rng_state(), **state}, f)
-        bar.update(stop - bar.n)
+            torch.save({**reid_model.checkpoint_record(model, cfg.model, classes, (cfg.height, cfg.width)),
+                        "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "rng": rng_state(),
+                        **state}, f)
         if callback is not None:
             callback(seed, arm, stop, model)
     bar.close()
     record = {**{k: v for k, v in state["history"][-1].items() if k in METRICS},
               "steps": total, "steps_per_epoch": sampler.per_pass, "epochs": round(total / sampler.per_pass, 3),
-              "train_images": len(generated), "generated_images": int(generated.sum()),
-              "identities": manager.num_train_pids, "initialisation": init,
+              "train_images": len(data.generated), "generated_images": int(data.generated.sum()),
+              "identities": len(classes), "initialisation": init, "precision": precision.describe(),
+              "gen_labels": targets.kind, **(note or {}),
               "train_seconds": round(state["train_seconds"], 1), "eval_seconds": round(state["eval_seconds"], 1),
               "seconds_per_step": round(state["train_seconds"] / total, 4), "history": state["history"]}
     atomic_write_text(done, json.dumps(record, indent=2))
     return record
 
 
-def _train_round(engine, sampler: MixedBatchSampler, state: dict, stop: int, lr: float, evaluate) -> None:
+def _step(model, optimizer, schedule, data: Decoded, num_classes: int, targets: GeneratedTargets, seed: int,
+          dev: torch.device, precision: Precision, step: int, rows: list[int]) -> float:
+    """One optimizer step on the training rows `rows`: originals learn their label smoothed by 0.1, generated
+    images the arm's targets; the loss is the batch's mean cross-entropy to them."""
+    rows = torch.as_tensor(rows)
+    x = fastdata.batch(data.train, rows, fastdata.flips(seed, step, len(rows)), precision.channels_last).to(dev)
+    with precision.autocast(dev):
+        logits = model(x)
+    pids, gen = data.labels[rows], torch.from_numpy(data.generated[rows.numpy()])
+    target = labels.targets("smooth", pids, num_classes, 0.1)
+    if gen.any():
+        teacher = targets.teacher[rows[gen]] if targets.teacher is not None else None
+        target[gen] = labels.targets(targets.kind, pids[gen], num_classes, targets.eps, teacher)
+    loss = labels.soft_cross_entropy(logits, target.to(dev)).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+    return loss.item()
+
+
+def _train_round(step_fn, sampler: MixedBatchSampler, state: dict, stop: int, lr: float, evaluate, bar) -> None:
     """Steps state["step"]..stop-1, then one evaluation; the history entry and clocks go into `state`."""
     sampler.set_steps(state["step"], stop)
-    engine.loss_sum, engine.loss_count = 0.0, 0
+    losses = []
     tick = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
-        engine.train(print_freq=10**9)
+    for step, rows in zip(range(state["step"], stop), sampler):
+        losses.append(step_fn(step, rows))
+        bar.update(1)
     tock = time.perf_counter()
     metrics = evaluate()
     state["train_seconds"] += tock - tick
     state["eval_seconds"] += time.perf_counter() - tock
     state["history"].append({"step": stop, "epoch": round(stop / sampler.per_pass, 3), "lr": lr,
-                             "loss": engine.loss_sum / max(engine.loss_count, 1), **metrics})
+                             "loss": float(np.mean(losses)), **metrics})
     state["step"] = stop
 
 
@@ -515,7 +623,8 @@ def aggregate(runs: dict[int, dict[str, dict]]) -> dict:
                                                          for k in METRICS}} for arm in ARMS}
     per_seed = {str(seed): {k: r["augmented"][k] - r["baseline"][k] for k in METRICS} for seed, r in runs.items()}
     difference = {k: _stats([d[k] for d in per_seed.values()]) for k in METRICS}
-    return {"arms": arms, "difference": {**difference, "per_seed": per_seed}}
+    interval = {k: paired_interval([d[k] for d in per_seed.values()]) for k in METRICS}
+    return {"arms": arms, "difference": {**difference, "per_seed": per_seed, "interval": interval}}
 
 
 def _pm(stat: dict, sign: str = "") -> str:
@@ -535,8 +644,8 @@ class BenchmarkResult:
         b, a, d = m["arms"]["baseline"], m["arms"]["augmented"], m["difference"]
         seeds = len(m["seeds"])
         return (f"mAP: baseline {_pm(b['mAP'])}, augmented {_pm(a['mAP'])} ({a['generated_images']} generated "
-                f"images; {b['steps']} and {a['steps']} steps); paired difference {_pm(d['mAP'], '+')} mAP points, "
-                f"Rank-1 {_pm(d['rank1'], '+')}, over {seeds} seed{'s' * (seeds > 1)} on {m['dataset']}. "
+                f"images; {b['steps']} and {a['steps']} steps); paired difference "
+                f"{describe(d['interval']['mAP'])} mAP points, Rank-1 {_pm(d['rank1'], '+')}, over {seeds} seed{'s' * (seeds > 1)} on {m['dataset']}. "
                 f"Report: {self.out / 'report.md'}.")
 
 
@@ -555,18 +664,31 @@ def reid_benchmark(root: str | os.PathLike, manifest: str | os.PathLike, out: st
 
     out = Path(out)
     dev = resolve_device(cfg.device)
-    lists = split_lists(root, manifest, cfg.layout)
-    baseline = replace(lists, train=[item for item in lists.train if item[3] == 0])
-    base_per_epoch = len(baseline.train) // cfg.batch_size
+    reid_model.build(cfg.model, 1)  # An unknown model name fails here, in one line, before any decoding.
+    lists = split_lists(root, manifest, cfg.layout, cfg.regime)
+    originals = sum(item[3] == 0 for item in lists.train)
+    base_per_epoch = originals // cfg.batch_size
     if base_per_epoch < 1:
-        raise InputError(f"{root}: {len(baseline.train)} training images, fewer than one batch of {cfg.batch_size}")
+        raise InputError(f"{root}: {originals} training images, fewer than one batch of {cfg.batch_size}")
+    teacher = _own_teacher(cfg, lists)
     settings = _settings(root, manifest, cfg, dev, lists)
     _claim(out, settings, force)
     reused = reuse_baselines(baseline_from, out, settings, cfg.seeds) if baseline_from is not None else []
-    runs = {seed: {arm: run_arm(arm, lists if arm == "augmented" else baseline, cfg, seed,
-                                out / f"seed-{seed}" / arm, dev, base_per_epoch, progress, callback)
-                   for arm in ARMS} for seed in cfg.seeds}
-    metrics = {"dataset": lists.dataset, "protocol": f"{lists.protocol}; {_SAME_CAMERA}",
+    data = decode_lists(lists, cfg.height, cfg.width, progress)
+    base_rows = np.flatnonzero(~data.generated)
+    runs = {}
+    for seed in cfg.seeds:
+        seed_dir = out / f"seed-{seed}"
+        base = run_arm("baseline", data.subset(base_rows), cfg, seed, seed_dir / "baseline", dev, base_per_epoch,
+                       lists.classes, progress, callback)
+        rows, targets, note = np.arange(len(data.generated)), None, None
+        if cfg.teacher and not (seed_dir / "augmented" / "result.json").is_file():
+            judge = teacher or _arm_model(seed_dir / "baseline", lists.classes, dev)
+            rows, targets, note = _augmented_rows(data, cfg, judge)
+        aug = run_arm("augmented", data.subset(rows), cfg, seed, seed_dir / "augmented", dev, base_per_epoch,
+                      lists.classes, progress, callback, targets, note)
+        runs[seed] = {"baseline": base, "augmented": aug}
+    metrics = {"dataset": lists.dataset, "selection": lists.selection, "protocol": f"{lists.protocol}; {_SAME_CAMERA}",
                "num_query": len(lists.query), "num_gallery": len(lists.gallery), "seeds": list(cfg.seeds),
                "baselines_from": {"folder": str(Path(baseline_from).resolve()), "seeds": reused} if reused else None,
                **aggregate(runs), "runs": {str(seed): arms for seed, arms in runs.items()},
@@ -575,6 +697,39 @@ def reid_benchmark(root: str | os.PathLike, manifest: str | os.PathLike, out: st
     atomic_write_text(out / "report.md", _report(metrics))
     _plot(runs, out / "curves.png")
     return BenchmarkResult(out, runs, metrics)
+
+
+def _own_teacher(cfg: ReidBenchmarkConfig, lists: Splits):
+    """The re-ID model given as --teacher CKPT (one for every seed), or None for the seeds' own baselines."""
+    if cfg.teacher in (None, "baseline"):
+        return None
+    return reid_model.load(cfg.teacher, classes=lists.classes)
+
+
+def _arm_model(arm_dir: Path, classes: list[str], dev: torch.device):
+    return reid_model.load(arm_dir / "checkpoint.pt", classes=classes, device=dev)
+
+
+def _augmented_rows(data: Decoded, cfg: ReidBenchmarkConfig, judge) -> tuple[np.ndarray, GeneratedTargets, dict]:
+    """The augmented arm's training rows (originals plus the generated images the identity gate keeps), what its
+    generated images are taught, and what the record says about both. `judge` is the re-ID model trained on
+    real images alone that gives the teacher labels and the gate's verdicts."""
+    rows, kind = np.arange(len(data.generated)), cfg.gen_labels
+    gen = np.flatnonzero(data.generated)
+    _, probs = judge.predict(data.train[gen])
+    teacher = torch.zeros((len(rows), probs.shape[1]))
+    teacher[gen] = probs
+    own, margin = reid_model.source_scores(probs, data.labels[gen].numpy())
+    note = {"teacher_source_prob": round(float(own.mean()), 4), "teacher_top1": round(float((margin > 0).mean()), 4)}
+    if cfg.id_gate is not None:
+        passed = margin > 0 if cfg.id_gate == 0 else margin >= cfg.id_gate
+        rows = np.concatenate([np.flatnonzero(~data.generated), gen[passed]])
+        note["gated_out"] = int((~passed).sum())
+    targets = GeneratedTargets(kind, cfg.gen_label_smooth, teacher if kind == "teacher" else None)
+    keep = torch.from_numpy(rows)
+    if targets.teacher is not None:
+        targets = replace(targets, teacher=targets.teacher[keep])
+    return rows, targets, note
 
 
 def _report(m: dict) -> str:
@@ -590,12 +745,16 @@ def _report(m: dict) -> str:
               "and with them the step where the learning rate changes)" if s["match_epochs"] else
               "take the same number of optimizer steps with the same learning rate at each step")
     warmup = f", {s['warmup_steps']} warm-up steps" if s["warmup_steps"] else ""
+    ramp = f", from {s['gen_from']:.0%} of the steps on" if s.get("gen_from") else ""
     text = ("# Re-ID benchmark: with and without the generated images\n\n"
             f"Both arms train torchreid's `{s['model']}` from the same initial weights per seed "
             f"[{base['initialisation']}] and {length} (Adam, lr "
             f"{s['lr']}, `{s['schedule']}` schedule{warmup}); batch {s['batch_size']}, {s['height']}x{s['width']}, "
-            f"on {s['device']}; seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}. Generated images: {gen}, "
-            f"label smoothing {s['gen_label_smooth']} (originals 0.1).\n\n"
+            f"on {s['device']} ({m['arms']['augmented'].get('precision', 'float32')}); "
+            f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}. Real training images: "
+            f"{m.get('selection') or 'the whole training split'}. Generated images: {gen}"
+            f"{ramp}; {_labels(s)}"
+            f"{_gate(s)} (originals: label smoothing 0.1).\n\n"
             f"Evaluated on `{s['root']}` ({m['num_query']} query and {m['num_gallery']} gallery images) under the "
             f"{m['dataset']} protocol: {m['protocol']}. Rank-k and mAP from torchreid's rank code; mINP as Ye et al."
             "\n\n" + "\n".join(rows) + "\n\n")
@@ -603,8 +762,11 @@ def _report(m: dict) -> str:
         text += (f"The baseline arms of seeds {', '.join(map(str, m['baselines_from']['seeds']))} were trained in "
                  f"`{m['baselines_from']['folder']}` under the same settings (--baseline-from).\n\n")
     if len(seeds) > 1:
+        ci = m["difference"]["interval"]
         text += (f"Each figure: mean ± standard deviation (n - 1) over {len(seeds)} seeds, in percent; the difference "
-                 "is augmented minus baseline within each seed, then averaged (percentage points).\n\n"
+                 "is augmented minus baseline within each seed, then averaged (percentage points). Paired "
+                 "difference with its 95% Student t interval over the seeds and the smallest difference this run "
+                 f"could detect (80% power): mAP {describe(ci['mAP'])}, Rank-1 {describe(ci['rank1'])}.\n\n"
                  "| seed | baseline mAP | augmented mAP | difference |\n|---|---|---|---|\n"
                  + "".join(f"| {seed} | {r['baseline']['mAP']:.1%} | {r['augmented']['mAP']:.1%} | "
                            f"{(r['augmented']['mAP'] - r['baseline']['mAP']) * 100:+.1f} |\n"
@@ -615,6 +777,23 @@ def _report(m: dict) -> str:
     return text + ("For scale, published results (full-size ResNet-50 from ImageNet, not comparable with a small "
                    "run):\n\n" + "\n".join(f"- {name}: {what}" for name, what in ANCHORS)
                    + "\n")
+
+
+def _labels(s: dict) -> str:
+    kind = s.get("gen_labels", "smooth")
+    teacher = "the seed's baseline arm" if s.get("teacher") == "baseline" else f"`{s.get('teacher')}`"
+    return {"onehot": "one-hot labels", "smooth": f"label smoothing {s['gen_label_smooth']}",
+            "uniform": "uniform labels (LSRO)",
+            "teacher": f"soft labels from {teacher} (flip-averaged softmax, DG-Net)"}[kind]
+
+
+def _gate(s: dict) -> str:
+    if s.get("id_gate") is None:
+        return ""
+    teacher = "the seed's baseline arm" if s.get("teacher") == "baseline" else f"`{s.get('teacher')}`"
+    return (f"; identity gate: kept where {teacher} gives the source person a probability margin over every "
+            f"other of at least {s['id_gate']}" if s["id_gate"] != 0 else
+            f"; identity gate: kept where {teacher} ranks the source person first")
 
 
 def _plot(runs: dict, path: Path) -> None:

@@ -20,7 +20,7 @@ from reid_augment.reid_benchmark import (MixedBatchSampler, ReidBenchmarkConfig,
 
 pytest.importorskip("torchreid")
 
-FAST = dict(model="osnet_x0_25", epochs=1, height=64, width=32, batch_size=8, workers=0, device="cpu")
+FAST = dict(model="osnet_x0_25", epochs=1, height=64, width=32, batch_size=8, device="cpu")
 SHORT = {**FAST, "steps": 2}  # One evaluation after two steps: for what does not need a real epoch.
 
 
@@ -94,7 +94,7 @@ def test_both_arms_run_and_differ_by_exactly_the_manifest(market_root, manifest,
 def test_epoch_matched_on_request_and_a_generated_share_from_the_cli(market_root, manifest, tmp_path):
     result = CliRunner().invoke(cli, ["reid-benchmark", str(market_root), "--manifest", str(manifest), "-o",
                                       str(tmp_path / "o"), "--model", "osnet_x0_25", "--epochs", "1", "--height", "64",
-                                      "--width", "32", "--batch-size", "8", "--workers", "0", "--gen-ratio", "0.25",
+                                      "--width", "32", "--batch-size", "8", "--gen-ratio", "0.25",
                                       "--gen-label-smooth", "1.0", "--match-epochs", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "mAP: baseline" in result.output and "18 generated images" in result.output
@@ -170,7 +170,7 @@ def test_a_rerun_with_other_settings_is_refused_until_force(two_seeds, market_ro
     shutil.copytree(two_seeds[0], out)
     before = json.loads((out / "seed-0" / "baseline" / "result.json").read_text())
     args = ["reid-benchmark", str(market_root), "--manifest", str(manifest), "-o", str(out), "--model", "osnet_x0_25",
-            "--steps", "2", "--height", "64", "--width", "32", "--batch-size", "8", "--workers", "0", "--device",
+            "--steps", "2", "--height", "64", "--width", "32", "--batch-size", "8", "--device",
             "cpu", "--seeds", "0", "--lr", "0.01"]
     refused = CliRunner().invoke(cli, args)
     assert refused.exit_code == 1 and isinstance(refused.exception, SystemExit)
