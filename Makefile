@@ -38,7 +38,7 @@ demo: setup
 	$(BIN)/reid-augment demo -o reid-augment-demo
 
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -rs tests
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

@@ -11,14 +11,30 @@ from .errors import ReidAugmentError
 from .workdir import DEFAULT_ROOT as DEFAULT_WORKDIR, WorkDir
 
 
+EXIT_IO = 74  # sysexits' EX_IOERR: a path could not be read or written (missing, not a folder, full, read-only).
+
+
+class _IOFailure(click.ClickException):
+    exit_code = EXIT_IO
+
+
 class _Group(click.Group):
-    """Turns user mistakes (ReidAugmentError) into a one-line `Error: ...` and exit code 1."""
+    """Turns user mistakes (ReidAugmentError) into a one-line `Error: ...` and exit code 1, and an OSError on a
+    path (missing, not a folder, no space, read-only) into `Error: PATH: cause` and exit code 74. An OSError that
+    names no path and is not a full disk is a bug, and keeps its traceback."""
 
     def invoke(self, ctx: click.Context):
+        import errno
+
         try:
             return super().invoke(ctx)
         except ReidAugmentError as err:  # One line, whatever the message holds.
             raise click.ClickException(" ".join(str(err).split())) from None
+        except OSError as err:
+            if err.filename is None and err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                raise
+            where = f"{err.filename}: " if err.filename is not None else ""
+            raise _IOFailure(f"{where}{err.strerror or err}") from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,6 +73,18 @@ def _size(_ctx, _param, value: str | None) -> tuple[int, int] | None:
     raise click.BadParameter(f"{value!r}: expected HxW, e.g. 128x64")
 
 
+def _device(_ctx, _param, value: str) -> str:
+    """A device string torch knows (auto, cpu, cuda, cuda:N, ...), checked before any work starts."""
+    if value != "auto":
+        from .device import resolve_device
+
+        try:
+            resolve_device(value)
+        except ReidAugmentError as err:
+            raise click.BadParameter(str(err).removeprefix(f"--device {value!r}: ")) from None
+    return value
+
+
 def _joint_list(_ctx, _param, value: str) -> tuple[str, ...]:
     from .keypoints import joint_index
 
@@ -77,7 +105,7 @@ def _joint_list(_ctx, _param, value: str) -> tuple[str, ...]:
               help="mmpose (RTMPose-m, needs its checkpoint) or mediapipe (offline, bundled model).")
 @click.option("--pose-config", metavar="CFG", help="mmpose config: a path, or one inside mmpose's configs.")
 @click.option("--pose-checkpoint", metavar="PATH_OR_URL", help="mmpose checkpoint (default: the official RTMPose-m).")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, callback=_device)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--score-thr", type=click.FloatRange(0, 1), help="Joints below it are -1 (mmpose 0.3, mediapipe 0.5).")
 @_layout_option
@@ -170,7 +198,7 @@ def build_pairs_cmd(images, poses, workdir, test_poses, test_ids, num_test_pairs
 @click.option("--time-limit", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Stop with a checkpoint after this many seconds of training (e.g. a scheduler's limit); "
                    "rerun to resume.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default="auto", show_default=True, callback=_device, help="auto, cpu, cuda or cuda:N.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved recipe and exit.")
 @_layout_option
 def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, resume, force, tensorboard,
@@ -243,7 +271,7 @@ def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, 
               help="Processes that score images, each with its own MediaPipe (default: one per core, none for "
                    "runs under 256 candidates; 0: in the main process).")
 @_layout_option
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, callback=_device)
 def generate_cmd(images, per_id, workdir, checkpoint, out, strategy, kmeans_k, seed, shard, batch_size, workers,
                  poses, out_size, candidates, min_pckh, no_score, score_processes, layout, device) -> None:
     """Generate N new images of every identity of IMAGES in new poses, with a manifest.
@@ -371,7 +399,7 @@ def convert_checkpoint_cmd(old, new, trust) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--no-pckh", is_flag=True, help="Skip PCKh (pose estimation of every image runs on the CPU).")
 @_layout_option
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, callback=_device)
 def evaluate_cmd(images, workdir, checkpoint, generated, pairs, poses, report_dir, inception_weights, batch_size,
                  no_pckh, layout, device) -> None:
     """Score generated test pairs with SSIM, mask-SSIM, IS, mask-IS (and FID, LPIPS) as the papers do.
@@ -445,7 +473,7 @@ def _seed_list(_ctx, _param, value: str) -> tuple[int, ...]:
 @click.option("--pretrained", metavar="PATH|imagenet",
               help="ImageNet weights: a local file, or 'imagenet' for torchreid's download (default: from scratch).")
 @_layout_option
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, callback=_device)
 @click.option("--force", is_flag=True, help="Delete the arms in OUT and start over (needed after changing settings).")
 @click.option("--baseline-from", type=click.Path(file_okay=False), metavar="OUT2",
               help="Copy the finished baseline arms of another run's OUT trained with the same settings (only the "
@@ -516,7 +544,7 @@ def subset_cmd(root, out, persons, real_per_id, subset_seed, poses) -> None:
 @click.option("--margin", type=click.FloatRange(-1, 1), default=0.0, show_default=True,
               help="Keep an image when its source's probability leads every other identity's by this much "
                    "(0: the source is the most probable).")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, callback=_device)
 @_layout_option
 def filter_cmd(manifest, reid_model, reid_arch, root, output, margin, device, layout) -> None:
     """The identity gate: keep the generated images of MANIFEST in which a re-ID model still finds their source

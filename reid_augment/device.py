@@ -16,7 +16,10 @@ def resolve_device(device: str = "auto") -> torch.device:
     """'auto' picks CUDA when present; under torchrun each process takes its LOCAL_RANK GPU."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"--device {device!r}: not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError(f"--device {device}: CUDA is not available on this machine")

@@ -153,7 +153,11 @@ def make_mmpose_estimator(config: str | None = None, checkpoint: str | None = MM
     config_path = _mmpose_config_path(config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = init_model(config_path, checkpoint=None, device="cpu")
+        try:
+            model = init_model(config_path, checkpoint=None, device="cpu")
+        except Exception as err:  # noqa: BLE001 - a user's file: mmengine's parse errors have no common base.
+            raise InputError(f"{config_path}: not an mmpose model config ({type(err).__name__}: "
+                             f"{' '.join(str(err).split())[:120]})") from None
     if checkpoint is not None:
         _load_mmpose_checkpoint(model, checkpoint)
     model = model.to(device).eval()

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from .errors import InputError
 from .images import load_rgb
 from .keypoints import draw_skeleton, scale_pose
 from .poses import PoseTable
@@ -61,8 +62,20 @@ def overlay(rgb: np.ndarray, pose: np.ndarray) -> np.ndarray:
 def pair_sheet(pairs: pd.DataFrame, poses: PoseTable, paths: dict[str, str], count: int = 8,
                seed: int = 0) -> np.ndarray:
     """Rows of: source | source with its pose | target with its pose | target, for `count` seeded pairs, every
-    tile at the first source's size."""
+    tile at the first source's size.
+
+    Raises:
+        InputError: no pair, or a pair names an image the data set or the pose file lacks (another data set's).
+    """
+    if pairs.empty:
+        raise InputError("the pairs file lists no pair (only its header); run `reid-augment build-pairs` again")
     chosen = pairs.sample(n=min(count, len(pairs)), random_state=seed)
+    known = set(poses.names)
+    for name in (n for n in list(chosen["from"]) + list(chosen["to"])):
+        if name not in paths:
+            raise InputError(f"the pairs file names {name}, which is not among the images: pairs of another data set?")
+        if name not in known:
+            raise InputError(f"the pose file has no row for {name}: poses of another data set?")
     rows, size = [], None
     for src, tgt in zip(chosen["from"], chosen["to"]):
         a, b = load_rgb(paths[src]), load_rgb(paths[tgt])

@@ -468,3 +468,53 @@ def test_generate_refuses_a_forged_generator_file(data, generator_bytes, cuhk_di
     result = _run("generate", cuhk_dir, "--per-id", 1, "--checkpoint", path, "--poses", cuhk_dir / "annotations.csv",
                   "-o", folder / "out", "--device", "cpu", "--no-score")
     _fails_cleanly(result, path, folder, folder / "out")
+
+
+def _one_line(result, code: int = 1) -> str:
+    assert result.exit_code == code and isinstance(result.exception, SystemExit), result.output
+    last = result.output.splitlines()[-1]  # Progress bars may come before it.
+    assert last.startswith("Error: ") and result.output.count("\nError: ") + result.output.startswith("Error: ") == 1
+    assert "Traceback" not in result.output
+    return last
+
+
+@pytest.mark.parametrize("command", [["train", "IMAGES", "--recipe", "tiny"], ["generate", "IMAGES", "--per-id", "1"],
+                                     ["evaluate", "IMAGES"], ["estimate-poses", "IMAGES"]])
+def test_an_unknown_device_is_one_line_in_every_command(command, cuhk_dir, tmp_path):
+    args = [str(cuhk_dir) if a == "IMAGES" else a for a in command]
+    result = CliRunner().invoke(cli, args + ["-w" if command[0] != "estimate-poses" else "-o", str(tmp_path / "w"),
+                                             "--device", "gpu"])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    lines = [line for line in result.output.splitlines() if line]  # click's usage error: Usage, Try, Error.
+    assert len(lines) <= 3 and lines[-1].startswith("Error: Invalid value for '--device': not a device; use auto")
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_path_under_a_regular_file_is_one_line_with_the_io_exit_code(cuhk_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(cli, ["build-pairs", str(cuhk_dir), "--poses", str(cuhk_dir / "annotations.csv"),
+                                      "-o", str(blocker / "work")])
+    out = _one_line(result, code=74)
+    assert str(blocker) in out and ("Not a directory" in out or "File exists" in out)
+
+
+def test_preview_refuses_pairs_of_another_data_set_and_an_empty_pairs_file(cuhk_dir, tmp_path):
+    poses = str(cuhk_dir / "annotations.csv")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("from,to\n")
+    other = tmp_path / "other.csv"
+    other.write_text("from,to\n9999_c1s1_000000_00.jpg,9999_c1s1_000001_00.jpg\n")
+    args = ["preview", str(cuhk_dir), "--poses", poses, "-o", str(tmp_path / "p.png"), "--pairs"]
+    assert "lists no pair" in _one_line(CliRunner().invoke(cli, args + [str(empty)]))
+    assert "9999_c1s1_000000_00.jpg" in _one_line(CliRunner().invoke(cli, args + [str(other)]))
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_a_pose_config_that_is_not_a_config_is_one_line(cuhk_dir, tmp_path):
+    pytest.importorskip("mmpose")
+    bogus = tmp_path / "bogus.py"
+    bogus.write_text("this is not = a config (\n")
+    result = CliRunner().invoke(cli, ["estimate-poses", str(cuhk_dir), "-o", str(tmp_path / "p.csv"),
+                                      "--pose-config", str(bogus), "--device", "cpu"])
+    assert "not an mmpose model config" in _one_line(result) and str(bogus) in result.output

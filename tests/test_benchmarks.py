@@ -2,6 +2,7 @@
 is lent; the re-ID table pairs each manifest with the shared baseline."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -121,9 +122,11 @@ def test_reid_table_pairs_each_manifest_with_the_shared_baseline(tmp_path):
     first = _bench(tmp_path / "a", [0.30, 0.34, 0.32], [0.31, 0.36, 0.32])
     second = _bench(tmp_path / "b", [0.30, 0.34, 0.32], [0.29, 0.33, 0.35])
     text = reid_table.table([first, second], ["ungated", "gated"])
-    assert "| baseline | 100 (0) | 16.0% ± 1.0 | 32.0% ± 2.0 | 32.0% ± 2.0 | 8.0% ± 0.5 | 1.0 / 1.0 / 1.0 |" in text
+    assert "| baseline | 100 (0) | 16.0% ± 1.0 | 32.0% ± 2.0 | 32.0% ± 2.0 | 8.0% ± 0.5 | 1.0 / 1.0 / 1.0 | |" in text
     # Paired: (+1, +2, 0) points has mean +1.0 and sd 1.0; (-1, -1, +3) has mean +0.3 and sd 2.3.
     assert "| ungated minus baseline (paired) | | +0.5 ± 0.5 | +1.0 ± 1.0 | +1.0 ± 1.0 |" in text
+    # Mean +1.0, sd 1.0, n 3: t(0.975, 2) = 4.303 gives +-2.5; detectable (4.303 + 1.061) / sqrt(3) = 3.1.
+    assert "(95% CI -1.5 to +3.5, n = 3; detectable 3.1) |" in text
     assert "| gated minus baseline (paired) | | +0.2 ± 1.2 | +0.3 ± 2.3 | +0.3 ± 2.3 |" in text
     assert "Seeds 0, 1, 2." in text
     fewer = _bench(tmp_path / "d", [0.30, 0.34], [0.29, 0.33])  # A folder with fewer seeds: the seeds both ran.
@@ -193,3 +196,28 @@ def test_design_ab_puts_arms_scored_on_the_same_pairs_in_one_table(tmp_path):
         design_ab.table([a, c])
     curves = design_ab.losses([a, b])  # Reconstruction-stage lines only; a step one arm did not log shows "-".
     assert "| 50 | 0.5000 | 0.2000 |" in curves and "| 250 | 0.3000 | - |" in curves and "9.0" not in curves
+
+
+def test_under_ci_a_skip_for_a_missing_package_fails_and_other_skips_stay(tmp_path):
+    (tmp_path / "in_test").mkdir()
+    (tmp_path / "in_test" / "test_x.py").write_text(
+        "import pytest\n"
+        "def test_needs_a_client():\n    pytest.importorskip('no_such_client_pkg')\n"
+        "def test_needs_cuda():\n    pytest.skip('CUDA only')\n")
+    (tmp_path / "module_level").mkdir()
+    (tmp_path / "module_level" / "test_m.py").write_text(
+        "import pytest\npytest.importorskip('no_such_client_pkg_either')\ndef test_a():\n    pass\n")
+
+    def run(folder: str, ci: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "ci_skips", "-p", "no:cacheprovider",
+                               folder], capture_output=True, text=True, cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(ROOT / "tests"), "CI": ci})
+
+    ci = run("in_test", "true")
+    assert ci.returncode == 1 and "1 failed, 1 skipped" in ci.stdout.splitlines()[-1], ci.stdout
+    assert "no_such_client_pkg" in ci.stdout and "CUDA only" in ci.stdout  # -rs lists the skip that stays.
+    module = run("module_level", "true")
+    assert module.returncode != 0 and "did not import" in module.stdout and "no_such_client_pkg_either" in module.stdout
+    for folder in ("in_test", "module_level"):  # Outside CI they stay skips (5: pytest found no test to run).
+        local = run(folder, "")
+        assert local.returncode in (0, 5) and "failed" not in local.stdout and "skipped" in local.stdout

@@ -75,7 +75,7 @@ def test_empty_folder_is_a_clear_error(tmp_path):
 
 
 def test_mmpose_random_weights_end_to_end(market_sample_dir, tmp_path):
-    pytest.importorskip("mmpose", reason="the mm stack is installed by `make pose`")
+    pytest.importorskip("mmpose")
     out = tmp_path / "poses.csv"
     result = estimate_poses(market_sample_dir, out, "mmpose", pose_checkpoint=None, batch_size=5, score_thr=0.0,
                             progress=False)
@@ -93,7 +93,7 @@ def test_mmpose_random_weights_end_to_end(market_sample_dir, tmp_path):
 
 
 def test_mmpose_without_checkpoint_names_the_two_ways_out(market_sample_dir, tmp_path, monkeypatch):
-    pytest.importorskip("mmpose", reason="the mm stack is installed by `make pose`")
+    pytest.importorskip("mmpose")
     import torch
 
     def offline(*_args, **_kwargs):
@@ -109,7 +109,7 @@ def test_mmpose_without_checkpoint_names_the_two_ways_out(market_sample_dir, tmp
 
 
 def test_mmpose_checkpoint_loads_numpy_metadata_and_refuses_code(tmp_path):
-    pytest.importorskip("mmpose", reason="the mm stack is installed by `make pose`")
+    pytest.importorskip("mmpose")
     import numpy as np
     import torch
 
@@ -153,7 +153,7 @@ def test_mmpose_loader_answers_a_file_that_is_no_mmpose_checkpoint_in_one_line(m
     for name, problem in cases.items():
         with pytest.raises(InputError, match=f"{name}: .*{problem}"):
             _load_mmpose_checkpoint(model, str(tmp_path / name))
-    pytest.importorskip("mmpose", reason="the mm stack is installed by `make pose`")
+    pytest.importorskip("mmpose")
     result = CliRunner().invoke(cli, ["estimate-poses", str(market_sample_dir), "-o", str(tmp_path / "p.csv"),
                                       "--pose-checkpoint", str(tmp_path / "cut.safetensors"), "--device", "cpu"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
@@ -175,7 +175,7 @@ def torch_hub_dir() -> str:
 
 
 def test_mmpose_real_weights_agree_with_the_field(market_sample_dir, tmp_path):
-    pytest.importorskip("mmpose", reason="the mm stack is installed by `make pose`")
+    pytest.importorskip("mmpose")
     ckpt = _local_checkpoint()
     if ckpt is None:
         pytest.skip("no RTMPose-m checkpoint here (set REID_AUGMENT_MMPOSE_CHECKPOINT or cache it in torch hub)")
@@ -187,7 +187,7 @@ def test_mmpose_real_weights_agree_with_the_field(market_sample_dir, tmp_path):
 
 
 def test_mediapipe_agrees_with_the_field_annotations(market_sample_dir, tmp_path):
-    pytest.importorskip("mediapipe", reason="mediapipe is installed by `make pose`")
+    pytest.importorskip("mediapipe")
     estimate_poses(market_sample_dir, tmp_path / "p.csv", "mediapipe", batch_size=4, progress=False)
     ours, ref = read_poses(tmp_path / "p.csv"), read_poses(market_sample_dir / "annotations.csv")
     coords = ours.lookup(ref.names)
@@ -200,7 +200,7 @@ def test_mediapipe_agrees_with_the_field_annotations(market_sample_dir, tmp_path
 
 
 def test_build_pairs_estimates_poses_when_none_are_given(market_sample_dir, tmp_path):
-    pytest.importorskip("mediapipe", reason="mediapipe is installed by `make pose`")
+    pytest.importorskip("mediapipe")
     images = tmp_path / "images"
     shutil.copytree(market_sample_dir, images, ignore=shutil.ignore_patterns("*.csv"))
     result = CliRunner().invoke(cli, ["build-pairs", str(images), "--pose-backend", "mediapipe",
