@@ -1,19 +1,23 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from PIL import Image
+from PIL import Image, ImageFilter
 from skimage.metrics import structural_similarity
 
 from reid_augment.cli import cli
 from reid_augment.errors import InputError
-from reid_augment.evaluate import evaluate, find_generated, inception_score, ssim_scores
+from reid_augment.evaluate import edge_energy, evaluate, find_generated, inception_score, ssim_scores
 from reid_augment.images import load_rgb
 from reid_augment.keypoints import body_mask
 from reid_augment.poses import read_poses
+
+
+SAMPLE_IMAGE = Path(__file__).resolve().parent.parent / "reid_augment" / "sample" / "cuhk03" / "0001_c1s1_000000_00.jpg"
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +41,22 @@ def test_batched_ssim_matches_the_papers_skimage_call(cuhk_dir):
             ref = structural_similarity(t[i], g[i], gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
                                         channel_axis=-1, data_range=float(g[i].max()) - float(g[i].min()))
             assert ours[i] == pytest.approx(ref, abs=1e-4)
+
+
+def test_edge_energy_against_a_hand_computation():
+    # A vertical step from grey 0 to 255 between columns 1 and 2 of a 3x4 image: Sobel's x response is
+    # 4 * 255 = 1020 in the two columns beside the step (rows weigh 1, 2, 1), 0 elsewhere; y is 0 (edge padding).
+    image = np.zeros((1, 3, 4, 3), np.uint8)
+    image[:, :, 2:] = 255
+    everywhere, left = np.ones((1, 3, 4, 1)), np.zeros((1, 3, 4, 1))
+    left[:, :, :2] = 1
+    assert edge_energy(image, everywhere)[0] == pytest.approx(1020 * 2 / 4, rel=1e-3)  # 255.0 * (1 - 1e-3 grey)
+    assert edge_energy(image, left)[0] == pytest.approx(1020 / 2, rel=1e-3)  # Columns 0 (flat) and 1 (edge).
+    assert np.isnan(edge_energy(image, np.zeros((1, 3, 4, 1)))[0])  # No mask, no figure.
+    blurred = np.asarray(Image.fromarray(load_rgb(SAMPLE_IMAGE)).filter(ImageFilter.GaussianBlur(2)))
+    sharp = load_rgb(SAMPLE_IMAGE)
+    mask = np.ones((1, *sharp.shape[:2], 1))
+    assert edge_energy(blurred[None], mask)[0] < 0.6 * edge_energy(sharp[None], mask)[0]
 
 
 def test_inception_score_known_answers():
@@ -77,6 +97,8 @@ def test_scoring_an_existing_folder_skips_and_counts_bad_pairs(cuhk_dir, test_pa
     assert m["skipped_by_reason"]["missing image"] == 1 and m["skipped_by_reason"]["size mismatch"] == 1
     # The generated images are the targets: SSIM is 1.
     assert m["ssim"] == pytest.approx(1.0) and m["mask_ssim"] == pytest.approx(1.0)
+    assert m["edge_energy"] == pytest.approx(1.0) and m["real_target"]["edge_energy_grey_levels"] > 10
+    assert 0 < m["baseline"]["edge_energy"] and "edge energy" in (tmp_path / "report" / "report.md").read_text()
     assert m["is"] is None and "no Inception weights" in " ".join(m["notes"])
     assert set(m) >= {"ssim", "mask_ssim", "is", "mask_is", "fid", "lpips", "settings", "version"}
     assert "VDG_w" in (tmp_path / "report" / "report.md").read_text()
