@@ -39,6 +39,7 @@ from .images import ImageSet, identities, image_sizes, load_rgb, scan_images
 from .keypoints import condition, scale_pose, valid_pose_mask
 from .manifest import (LOG_COLUMNS, MANIFEST_COLUMNS, append_manifest, candidates_path, manifest_name,
                        read_manifest, write_manifest)
+from .orphans import die_with_parent, mark_main_starter
 from .pckh import PoseScorer
 from .posebank import STRATEGIES, farthest_order, kmeans_centres, nearest_of_others, normalise
 from .poses import PoseTable, read_poses
@@ -426,8 +427,9 @@ def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, man
     unit = "pid" if keep else "image"
     todo = _resume(requests, unit, keep or 1, min_pckh, manifest_path)
     already = len(read_manifest(manifest_path))
+    mark_main_starter()
     loader = DataLoader(_Requests(todo, poses, size, out_size, out_like), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, pin_memory=dev.type == "cuda")
+                        num_workers=num_workers, pin_memory=dev.type == "cuda", worker_init_fn=die_with_parent)
     use_bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
     pending: list[Future] = []
     encoders = ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1))

@@ -104,6 +104,9 @@ class PoseScorer:
         if not self.processes or len(files) <= 1:
             return self.score([decode(f) for f in files], targets)
         if self._pool is None:
+            from .orphans import mark_main_starter
+
+            mark_main_starter()
             self._pool = ProcessPoolExecutor(self.processes, multiprocessing.get_context("spawn"),
                                              initializer=_start_worker)
         step = -(-len(files) // (4 * self.processes))  # Small chunks: a slow image does not idle the others.
@@ -129,7 +132,10 @@ _WORKER: PoseScorer | None = None  # A pool worker's own estimator.
 
 
 def _start_worker() -> None:
+    from .orphans import die_with_parent
+
     global _WORKER
+    die_with_parent()  # A parent killed with SIGKILL leaves no scoring worker behind.
     _WORKER = PoseScorer.offline()
 
 
