@@ -37,6 +37,7 @@ from .errors import InputError
 from .fileio import atomic_write_bytes, save_png
 from .images import ImageSet, identities, image_sizes, load_rgb, scan_images
 from .keypoints import condition, scale_pose, valid_pose_mask
+from .locks import hold
 from .manifest import (LOG_COLUMNS, MANIFEST_COLUMNS, append_manifest, candidates_path, manifest_name,
                        read_manifest, write_manifest)
 from .orphans import die_with_parent, mark_main_starter
@@ -481,7 +482,8 @@ def generate(images: str | os.PathLike, checkpoint: str | os.PathLike, poses: st
     manifest_path = out_dir / manifest_name(shard)
     if scorer is not None:
         scorer.processes = scoring_processes(cfg.score_processes, len(requests))
-    with scorer or nullcontext():
+    lock = ".lock" if shard[1] == 1 else f".lock.shard-{shard[0]}-of-{shard[1]}"
+    with hold(out_dir, lock, "this generate output"), scorer or nullcontext():
         made, already, short, unscorable = render(
             model, requests, pose_table, manifest_path, dev, cfg.batch_size, cfg.num_workers, cfg.jpeg_quality,
             progress, cfg.out_size, scorer=scorer, min_pckh=cfg.min_pckh, keep=cfg.per_id)

@@ -15,7 +15,7 @@ import json
 import os
 import random
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -34,6 +34,7 @@ from .errors import InputError, TrainingError
 from .fileio import atomic_write_text, save_png
 from .images import scan_images
 from .keypoints import condition
+from .locks import hold
 from .losses import discriminator_loss, generator_adversarial_loss, image_loss, l1
 from .networks import VDG, Discriminator, coarse_image, refined_image, warm_start
 from .pairs import read_pair_file
@@ -336,14 +337,16 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
             market1501 model's full checkpoints are GBs); the path returned then names nothing.
     """
     run = _set_up(images, recipe, Path(run_dir), pairs, poses, stage, device, resume, force)
-    _resume(run, init_from)
-    if run.step >= run.end:
-        return run.latest
-    _open_run_dir(run, images, tensorboard)
-    _load_data(run, progress)
-    _ready_networks(run)
-    _loop(run, progress, time_limit, checkpoints)
-    return _finish(run)
+    # Checked input, nothing written yet: from here one process (rank 0 under torchrun) holds the run dir.
+    with hold(run_dir, what="this run dir") if run.ctx.main else nullcontext():
+        _resume(run, init_from)
+        if run.step >= run.end:
+            return run.latest
+        _open_run_dir(run, images, tensorboard)
+        _load_data(run, progress)
+        _ready_networks(run)
+        _loop(run, progress, time_limit, checkpoints)
+        return _finish(run)
 
 
 def _set_up(images, recipe: Recipe, run_dir: Path, pairs, poses, stage: str, device: str, resume: bool,
