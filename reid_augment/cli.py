@@ -398,10 +398,15 @@ def convert_checkpoint_cmd(old, new, trust) -> None:
               help="torch-fidelity's Inception weights file; without it IS, mask-IS and FID are skipped.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--no-pckh", is_flag=True, help="Skip PCKh (pose estimation of every image runs on the CPU).")
+@click.option("--reid-model", type=click.Path(dir_okay=False), metavar="CKPT",
+              help="A re-ID model trained on IMAGES' real training images (e.g. a reid-benchmark baseline arm's "
+                   "checkpoint.pt): adds identity retention, the generated images' mAP as queries against IMAGES' "
+                   "gallery over their sources'.")
+@click.option("--reid-arch", metavar="NAME", help="torchreid architecture of --reid-model, when it does not say.")
 @_layout_option
 @click.option("--device", default="auto", show_default=True, callback=_device)
 def evaluate_cmd(images, workdir, checkpoint, generated, pairs, poses, report_dir, inception_weights, batch_size,
-                 no_pckh, layout, device) -> None:
+                 no_pckh, reid_model, reid_arch, layout, device) -> None:
     """Score generated test pairs with SSIM, mask-SSIM, IS, mask-IS (and FID, LPIPS) as the papers do.
 
     \b
@@ -415,7 +420,8 @@ def evaluate_cmd(images, workdir, checkpoint, generated, pairs, poses, report_di
     report = evaluate(_data_set(images, layout), pairs or work.test_pairs, poses or work.target_poses(),
                       report_dir or work.report,
                       checkpoint=checkpoint, generated=generated, inception_weights=inception_weights,
-                      batch_size=batch_size, device=device, pckh=not no_pckh)
+                      batch_size=batch_size, device=device, pckh=not no_pckh, reid_model=reid_model,
+                      reid_arch=reid_arch)
     click.echo(report.summary())
 
 

@@ -170,6 +170,8 @@ class Report:
         if ceiling is not None and "pckh" in beside:
             beside["pckh"] += f", real target {ceiling:.3f}"
         shown = ", ".join(f"{k} {m[k]:.3f} ({beside[k]})" for k in keys)
+        if m.get("identity") and m["identity"]["identity_retention"] is not None:
+            shown += f", identity retention {m['identity']['identity_retention']:.2f} (copy 1.00)"
         return (f"Scored {m['num_pairs']} pairs ({m['skipped_pairs']} skipped): {shown}. {verdict(m)} "
                 f"{' '.join(self.notes)} Report: {self.report_dir / 'report.md'}; per pair: "
                 f"{self.report_dir / 'pairs.csv'}.")
@@ -206,9 +208,22 @@ def _markdown(metrics: dict) -> str:
              row("**copy the source** (baseline, same pairs)", metrics["baseline"])]
     ceiling = (metrics.get("real_target") or {}).get("pckh")
     lines.append(f"| **real target** (the estimator's ceiling) | - | - | - | - | {fmt(ceiling, 3)} | 1.00 | - | - |")
+    identity = metrics.get("identity")
+    if identity:
+        table = ["", f"Identity retention ({identity['queries']} pairs; `{identity['arch']}` from "
+                 f"`{identity['reid_model']}`; queries against the data set's {identity['gallery']} gallery images):",
+                 "", "| Queries | mAP | Rank-1 | retention (mAP over the sources') |", "|---|---|---|---|",
+                 f"| generated (this run) | {identity['map_generated']:.3f} | {identity['rank1_generated']:.3f} | "
+                 f"{fmt(identity['identity_retention'], 2)} |",
+                 f"| the sources (copy the source) | {identity['map_source']:.3f} | {identity['rank1_source']:.3f} | "
+                 f"1.00 |",
+                 f"| the real targets | {identity['map_real_target']:.3f} | {identity['rank1_real_target']:.3f} | "
+                 f"{fmt(identity['real_target_retention'], 2)} |", ""]
+    else:
+        table = []
     lines += [f"| {name} (paper, Market-1501) | {v[0]:.3f} | {v[1]:.3f} | {v[2]:.3f} | {v[3]:.3f} | - | - | - | - |"
               for name, v in PAPER_TABLE3.items()]
-    lines += ["", "| Method (paper, DeepFashion) | SSIM | IS |", "|---|---|---|"]
+    lines += table + ["", "| Method (paper, DeepFashion) | SSIM | IS |", "|---|---|---|"]
     lines += [f"| {name} | {v[4]:.3f} | {v[5]:.3f} |" for name, v in PAPER_TABLE3.items()]
     return ("# Evaluation\n\n" + verdict(metrics) + "\n\nSSIM and mask-SSIM follow PG2/Def-GAN (scikit-image, "
             "Gaussian sigma 1.5, population covariance, data_range of each generated image); IS over 10 splits; PCKh "
@@ -228,7 +243,7 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
              report_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
              generated: str | os.PathLike | None = None, inception_weights: str | os.PathLike | None = None,
              batch_size: int = 64, device: str = "auto", num_samples: int = 8, progress: bool = True,
-             pckh: bool = True) -> Report:
+             pckh: bool = True, reid_model: str | os.PathLike | None = None, reid_arch: str | None = None) -> Report:
     """Score the test pairs: generate them with `checkpoint`, or read `generated` (our manifest or PATN names).
 
     Three steps: the pairs' images (`generate.generate_pairs`, into report_dir/generated), their scores
@@ -237,6 +252,8 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
     Args:
         images: folder with the test pairs' source and target images.
         poses: pose CSV holding the targets' poses (for the body masks).
+        reid_model: a re-ID checkpoint trained on the data set's real training images: adds identity retention
+            (`reid.retention`), which needs the data set's gallery.
     Raises:
         InputError: no scorable pair.
     """
@@ -257,8 +274,13 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
         meta = {"checkpoint": provenance["sha256"], "checkpoint_step": provenance["step"]}
     wanted = pair_table[["from", "to"]].merge(find_generated(generated), on=["from", "to"], how="left")
     scored = score_pairs(wanted, paths, pose_table, dev, inception_weights, batch_size, pckh, progress)
-    metrics = {**scored.metrics, "pairs": str(pairs), "generated": str(generated), "version": __version__,
-               "notes": scored.notes, **meta}
+    identity = None
+    if reid_model is not None:
+        from .reid.retention import identity_retention
+
+        identity = identity_retention(scored.pairs, paths, images, reid_model, reid_arch, device, progress)
+    metrics = {**scored.metrics, "identity": identity, "pairs": str(pairs), "generated": str(generated),
+               "version": __version__, "notes": scored.notes, **meta}
     write_report(report_dir, metrics, scored.pairs, paths, pose_table, num_samples)
     return Report(metrics, report_dir, scored.notes)
 

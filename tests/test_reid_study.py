@@ -136,10 +136,17 @@ def manifest_full(tmp_path_factory, market_root, checkpoint, cuhk_dir):
                     GenerateConfig(per_id=3, num_workers=0, score=False), device="cpu", progress=False).manifest
 
 
-def test_identity_filter_scores_and_keeps_by_margin(market_root, k3, tmp_path):
+@pytest.fixture(scope="module")
+def reid_ckpt(market_root, k3):
+    """A re-ID model trained (two steps) on the real images of k3's persons: a baseline arm's checkpoint."""
     out, manifest = k3
     reid_benchmark(market_root, manifest, out / "plain", ReidBenchmarkConfig(**SHORT, real_per_id=3), progress=False)
-    ckpt = out / "plain" / "seed-0" / "baseline" / "checkpoint.pt"
+    return out / "plain" / "seed-0" / "baseline" / "checkpoint.pt"
+
+
+def test_identity_filter_scores_and_keeps_by_margin(market_root, k3, reid_ckpt, tmp_path):
+    out, manifest = k3
+    ckpt = reid_ckpt
     args = ["filter", str(manifest), "--reid-model", str(ckpt), "--root", str(market_root), "--device", "cpu"]
     every = CliRunner().invoke(cli, args + ["-o", str(tmp_path / "all.csv"), "--margin", "-1"])
     assert every.exit_code == 0, every.output and "kept 12 of 12" in every.output
@@ -180,3 +187,31 @@ def test_ramp_in_serves_originals_only_before_its_step():
     batches = list(sampler)
     assert all(not generated[b].any() and len(b) == 8 for b in map(np.array, batches[:6]))
     assert all(generated[b].sum() == 2 for b in map(np.array, batches[6:]))
+
+
+def test_identity_retention_is_one_for_copies_of_the_source_and_the_targets_own_for_copies_of_the_target(
+        market_root, cuhk_dir, reid_ckpt, tmp_path):
+    from reid_augment.evaluate import evaluate
+
+    test = sorted(p.name for p in (market_root / "bounding_box_test").iterdir())
+    query = sorted(p.name for p in (market_root / "query").iterdir())
+    pairs = pd.DataFrame({"from": query[:4], "to": [next(t for t in test if t[:4] == q[:4]) for q in query[:4]]})
+    pairs.to_csv(tmp_path / "pairs.csv", index=False)
+    where = {p.name: p for p in market_root.rglob("*.jpg")}
+    for kind, column in (("copies-of-source", "from"), ("copies-of-target", "to")):
+        folder = tmp_path / kind
+        folder.mkdir()
+        for src, tgt, name in zip(pairs["from"], pairs["to"], pairs[column]):
+            (folder / f"{src}___{tgt}.jpg").write_bytes(where[name].read_bytes())
+    poses = cuhk_dir / "annotations.csv"
+    same = evaluate(market_root, tmp_path / "pairs.csv", poses, tmp_path / "r1", generated=tmp_path / "copies-of-source",
+                    reid_model=reid_ckpt, device="cpu", progress=False, pckh=False).metrics["identity"]
+    assert same["queries"] == 4 and same["identity_retention"] == pytest.approx(1.0)
+    assert same["map_generated"] == pytest.approx(same["map_source"]) and 0 < same["map_source"] <= 1
+    moved = evaluate(market_root, tmp_path / "pairs.csv", poses, tmp_path / "r2", generated=tmp_path / "copies-of-target",
+                     reid_model=reid_ckpt, device="cpu", progress=False, pckh=False)
+    identity = moved.metrics["identity"]
+    assert identity["map_generated"] == pytest.approx(identity["map_real_target"])
+    assert identity["identity_retention"] == pytest.approx(identity["real_target_retention"])
+    assert "Identity retention (4 pairs" in (tmp_path / "r2" / "report.md").read_text()
+    assert "identity retention" in moved.summary()

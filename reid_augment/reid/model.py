@@ -104,7 +104,8 @@ def load(path: str | os.PathLike, arch: str | None = None, classes: list[str] | 
     if saved is not None and classes is not None and list(saved) != list(classes):
         raise InputError(f"{path}: trained on {len(saved)} identities that are not this data set's {len(classes)} "
                          f"training identities")
-    classes = list(saved if saved is not None else classes or [])
+    classes = list(saved if saved is not None else classes if classes is not None
+                   else [str(i) for i in range(head.shape[0])])  # Features only: the class order does not matter.
     if len(classes) != head.shape[0]:
         raise InputError(f"{path}: a classifier of {head.shape[0]} identities, but the data set's training split "
                          f"has {len(classes)}")
