@@ -59,13 +59,11 @@ def main() -> None:
                              "coarse image (benchmarks/stage_ablation.py measures which serves).")
     parser.add_argument("--precision", choices=["auto", "float32", "bf16"], default="auto",
                         help="Training's arithmetic: the recipe's (bf16 autocast where device.fast_bf16 measures it "
-                             "faster), float32 (train.amp=false), or bf16 forced, to measure what bf16 does to the "
-                             "losses and scores on a CPU whose probe picks float32.")
+                             "faster), float32 (train.amp=float32), or bf16 forced (train.amp=bf16), to measure what "
+                             "bf16 does to the losses and scores on a CPU whose probe picks float32.")
     args = parser.parse_args()
-    if args.precision == "float32":
-        args.overrides.append("train.amp=false")
-    elif args.precision == "bf16":  # The probe decides per process; a measurement may overrule it.
-        device.fast_bf16 = lambda dev: True
+    if args.precision != "auto":  # The probe decides per process; a measurement may overrule it.
+        args.overrides.append(f"train.amp={args.precision}")
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = device.resolve_device(args.device)
@@ -91,7 +89,7 @@ def main() -> None:
     result = {"data": str(args.data), "recipe": recipe.name, "device": torch.cuda.get_device_name(dev)
               if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
               "steps": [recipe.train.rec_steps, recipe.train.ref_steps], "batch_size": recipe.train.batch_size,
-              "output_stage": args.output_stage, "bf16": device.fast_bf16(dev) and recipe.train.amp,
+              "output_stage": args.output_stage, "bf16": load_checkpoint(checkpoint).get("precision") == "bf16",
               "train_minutes": round(train_seconds / 60, 1), "checkpoint": str(checkpoint), "generator": str(shared),
               "generator_mib": round(shared.stat().st_size / 2**20, 2), "eval_pairs": m["num_pairs"],
               "model": {k: m[k] for k in ("ssim", "mask_ssim", "pckh")},

@@ -72,7 +72,8 @@ class TrainConfig:
     sample_every: int = 1000        # Steps between sample grids.
     checkpoint_every: int = 1000    # Steps between checkpoints.
     seed: int = 0
-    amp: bool = True                # bf16 autocast on CUDA, and on CPUs where it measures faster (device.fast_bf16).
+    amp: str = "auto"               # auto: bf16 autocast on CUDA and on CPUs where it measures faster
+                                    # (device.fast_bf16); bf16: forced; float32. A resume keeps the checkpoint's.
     channels_last: bool = True      # NHWC activations and weights (CUDA and CPU).
     compile: bool = False           # torch.compile the generators on CUDA.
 
@@ -140,6 +141,8 @@ def _coerce(value, annotation, where: str):
         return tuple(_coerce(v, a, where) for v, a in zip(value, args))
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is str and isinstance(value, bool) and where.endswith("train.amp"):  # Recipes before 0.4.
+        return "auto" if value else "float32"
     if annotation in (int, float, str, bool) and (type(value) is not annotation):
         raise InputError(f"{where}: expected {annotation.__name__}, got {_short(value)}")
     return value

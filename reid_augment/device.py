@@ -60,8 +60,41 @@ def _seconds_per_conv(bf16: bool, repeats: int = 3) -> float:
     return best
 
 
-def autocast(dev: torch.device, enabled: bool = True):
-    """A context factory: bf16 autocast on `dev` where it pays (see `fast_bf16`), else a no-op."""
-    if enabled and fast_bf16(dev):
+AMP_CHOICES = ("auto", "bf16", "float32")
+
+
+def bf16_available(dev: torch.device) -> bool:
+    """Whether `dev` can compute in bf16 at all (CUDA with bf16; a CPU with AVX512-BF16 or AMX)."""
+    if dev.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    return dev.type == "cpu" and any(getattr(cpu, name, lambda: False)()
+                                     for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def choose_precision(dev: torch.device, amp: str | bool = "auto", recorded: str | None = None
+                     ) -> tuple[str, str | None]:
+    """(precision, note): "bf16" or "float32" for a run, and a one-line note when it is not what was asked.
+
+    `amp`: "auto" (bf16 where `fast_bf16` measures it faster), "bf16" (forced) or "float32" (legacy True/False: auto
+    and float32). A resumed run keeps the precision its checkpoint `recorded`, so a resume on another CPU does not
+    switch silently; where that CPU has no bf16 it continues in float32 and the note says so.
+    """
+    amp = {True: "auto", False: "float32"}.get(amp, amp)
+    if amp not in AMP_CHOICES:
+        raise InputError(f"train.amp {amp!r}: one of {', '.join(AMP_CHOICES)}")
+    wanted = recorded if recorded in ("bf16", "float32") else (
+        "bf16" if amp == "bf16" or (amp == "auto" and fast_bf16(dev)) else "float32")
+    if wanted == "bf16" and not bf16_available(dev):
+        why = "the checkpoint trained in bf16" if recorded == "bf16" else "train.amp is bf16"
+        return "float32", f"{why}, but this {dev.type.upper()} has no bf16: continuing in float32"
+    return wanted, None
+
+
+def autocast(dev: torch.device, enabled: bool | str = True):
+    """A context factory: bf16 autocast on `dev` where it pays (see `fast_bf16`) or where `enabled` is "bf16";
+    else a no-op. `enabled` is a bool (True: where it pays) or a precision from `choose_precision`."""
+    bf16 = enabled == "bf16" or (enabled is True and fast_bf16(dev))
+    if bf16:
         return lambda: torch.autocast(dev.type, dtype=torch.bfloat16)
     return nullcontext

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import random
 import time
 from contextlib import contextmanager, nullcontext
@@ -28,6 +29,7 @@ from tqdm import tqdm
 
 from .config import ModelConfig, Recipe, TrainConfig, dump_recipe, recipe_to_dict
 from .device import autocast as make_autocast
+from .device import choose_precision
 from .device import resolve_device
 from .data import StepSampler, TrainingData, load_training_data, resolve_pairs, to_uint8
 from .errors import InputError, TrainingError
@@ -110,8 +112,11 @@ def resume_diff(state: dict, recipe: Recipe, world: int) -> list[str]:
     """How resuming `state` with `recipe` on `world` processes would change the run: 'what: old -> new' lines."""
     old = state.get("recipe") or {}
     new = recipe_to_dict(recipe)
-    diffs = [f"train.{k}: {old.get('train', {}).get(k)} -> {new['train'][k]}" for k in _RUN_DEFINING_TRAIN
-             if old.get("train", {}).get(k) != new["train"][k]]
+    before = {**old.get("train", {})}
+    if isinstance(before.get("amp"), bool):  # Checkpoints before 0.4 stored amp as true/false.
+        before["amp"] = "auto" if before["amp"] else "float32"
+    diffs = [f"train.{k}: {before.get(k)} -> {new['train'][k]}" for k in _RUN_DEFINING_TRAIN
+             if before.get(k) != new["train"][k]]
     diffs += _stage_diff(state.get("step", 0), old.get("train", {}).get("rec_steps"), new["train"]["rec_steps"])
     diffs += [f"loss.{k}: {v} -> {new['loss'][k]}" for k, v in old.get("loss", {}).items() if new["loss"].get(k) != v]
     if state.get("world_size", 1) != world:
@@ -270,6 +275,7 @@ class _Run:
     nets: _Models
     step: int = 0
     origin: str = ""               # The donor a run started from, kept across resumes.
+    precision: str = "float32"     # What the steps compute in ("bf16" or "float32"), stored in every checkpoint.
     dataset: str = ""
     writer: Any = None             # TensorBoard's, when asked for (rank 0).
     data: TrainingData | None = None
@@ -372,13 +378,18 @@ def _set_up(images, recipe: Recipe, run_dir: Path, pairs, poses, stage: str, dev
             raise InputError(f"{latest}: resuming would change the run ({'; '.join(diffs)}); use the checkpoint's "
                              f"settings, a new run dir, or --force")
     recipe = replace(recipe, model=model_config_of(state) if state else recipe.model)
-    autocast = make_autocast(dev, tc.amp)  # Before the seed: its one-off CPU probe builds a layer (draws numbers).
+    # Before the seed: the one-off CPU probe builds a layer (draws numbers). A resume keeps the recorded precision.
+    precision, note = choose_precision(dev, tc.amp, (state or {}).get("precision"))
+    if note and ctx.main:
+        print(f"note: {note}", file=sys.stderr)
+    autocast = make_autocast(dev, precision)
     # Every generator a step could draw from starts from the seed, so a run is a function of its recipe, in the
     # first call of a process or a later one, and a checkpoint's RNG state (all three) continues it exactly.
     random.seed(tc.seed)
     np.random.seed(tc.seed)
     torch.manual_seed(tc.seed)
-    return _Run(recipe, run_dir, dev, ctx, stage, tables, state, autocast, _build_models(recipe.model, tc, dev))
+    return _Run(recipe, run_dir, dev, ctx, stage, tables, state, autocast, _build_models(recipe.model, tc, dev),
+                precision=precision)
 
 
 def _read_tables(images, pairs, poses) -> tuple:
@@ -599,7 +610,8 @@ def _save(run: _Run, path: Path) -> None:
                     world_size=run.ctx.world, step=step, stage="rec" if step <= run.recipe.train.rec_steps else "ref",
                     rec=nets.model.rec.state_dict(), ref=nets.model.ref.state_dict(), disc=nets.disc.state_dict(),
                     opt_rec=nets.opt_rec.state_dict(), opt_ref=nets.opt_ref.state_dict(),
-                    opt_disc=nets.opt_disc.state_dict(), rng=rng_state(), init_from=run.origin)
+                    opt_disc=nets.opt_disc.state_dict(), rng=rng_state(), init_from=run.origin,
+                    precision=run.precision)
 
 
 def _finish(run: _Run) -> Path:

@@ -371,3 +371,27 @@ def test_eq4_sum_is_float32_under_autocast():
         coarse = model.rec(torch.cat([x, maps], 1), maps)
         assert coarse.dtype == torch.bfloat16
         assert refined_image(model.ref, x, coarse, maps).dtype == torch.float32
+
+
+def test_the_checkpoint_records_the_precision_and_a_resume_keeps_it(cuhk_dir, workdir, tmp_path, monkeypatch):
+    from reid_augment import device
+    from reid_augment.train import train
+
+    recipe = load_recipe("tiny", ["train.rec_steps=2", "train.ref_steps=0", "train.amp=float32"])
+    latest = train(cuhk_dir, recipe, tmp_path / "run", workdir / "pairs-train.csv", workdir / "poses.csv",
+                   device="cpu", progress=False)
+    assert load_checkpoint(latest)["precision"] == "float32"
+    # Old recipes said amp: true/false; they load as auto/float32, and old checkpoints resume under them.
+    assert load_recipe("tiny", ["train.amp=true"]).train.amp == "auto"
+    assert load_recipe("tiny", ["train.amp=false"]).train.amp == "float32"
+    with pytest.raises(InputError, match="train.amp 'fp16': one of auto, bf16, float32"):
+        device.choose_precision(torch.device("cpu"), "fp16")
+    # A bf16 checkpoint resumed where bf16 pays stays bf16 even if auto would now pick float32 ...
+    monkeypatch.setattr(device, "fast_bf16", lambda dev: False)
+    monkeypatch.setattr(device, "bf16_available", lambda dev: True)
+    assert device.choose_precision(torch.device("cpu"), "auto", "bf16") == ("bf16", None)
+    assert device.choose_precision(torch.device("cpu"), "auto", None) == ("float32", None)
+    # ... and on a CPU without bf16 it says so in one line and goes on in float32.
+    monkeypatch.setattr(device, "bf16_available", lambda dev: False)
+    precision, note = device.choose_precision(torch.device("cpu"), "auto", "bf16")
+    assert precision == "float32" and "no bf16: continuing in float32" in note and "\n" not in note
