@@ -67,6 +67,9 @@ PROTOCOLS = {
               "not trained on",
 }
 _SAME_CAMERA = "per query, gallery images of its own person and camera are left out (torchreid's evaluate_rank)"
+# Settings that change only the augmented arm: runs that differ in these alone share their baselines.
+AUGMENTED_ONLY = ("manifest", "generated_images", "gen_ratio", "gen_labels", "gen_label_smooth", "gen_from", "teacher",
+                  "id_gate")
 Callback = Callable[[int, str, int, torch.nn.Module], None]
 
 
@@ -587,14 +590,14 @@ def _claim(out: Path, settings: dict, force: bool) -> None:
 
 def reuse_baselines(source: str | os.PathLike, out: Path, settings: dict, seeds: tuple[int, ...]) -> list[int]:
     """Copy the finished baseline arms of another benchmark folder into OUT, where they are not yet: the baseline
-    never sees the manifest, so comparing several manifests needs it trained once. Refuses a folder whose
-    settings differ in anything but the manifest. Returns the seeds copied."""
+    never sees the manifest, so comparing several manifests or ways of using them needs it trained once. Refuses a
+    folder whose settings differ in anything but those (AUGMENTED_ONLY). Returns the seeds copied."""
     source = Path(source)
     try:
         theirs = json.loads((source / "settings.json").read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise InputError(f"{source / 'settings.json'}: cannot reuse its baselines ({err})") from None
-    own = ("manifest", "generated_images")
+    own = AUGMENTED_ONLY
     diffs = _differences({k: v for k, v in theirs.items() if k not in own},
                          {k: v for k, v in settings.items() if k not in own})
     if diffs:

@@ -120,8 +120,9 @@ def test_low_data_teacher_labels_and_identity_gate_end_to_end(market_root, k3):
     # A gate nobody passes (margin 1) trains on the originals alone.
     strict = reid_benchmark(market_root, manifest, out / "strict", ReidBenchmarkConfig(**{**SHORT, "seeds": (0,)},
                             real_per_id=3, teacher="baseline", id_gate=1.0), progress=False,
-                            baseline_from=None)
+                            baseline_from=out / "bench")  # Other labels and gate: the same baseline, reused.
     assert strict.runs[0]["augmented"]["gated_out"] == 12 and strict.runs[0]["augmented"]["generated_images"] == 0
+    assert strict.metrics["baselines_from"]["seeds"] == [0] and strict.runs[0]["baseline"] == base
 
 
 def test_generated_images_of_dropped_real_images_are_refused(market_root, manifest_full):
