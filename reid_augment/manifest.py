@@ -10,6 +10,7 @@ import the generator (torch, the model) and so that writer and readers cannot dr
 
 from __future__ import annotations
 
+import contextlib
 import os
 from io import StringIO
 from pathlib import Path
@@ -71,10 +72,20 @@ def read_manifest(path: Path, columns: list[str] = MANIFEST_COLUMNS, on_disk: bo
 def append_manifest(path: Path, rows: pd.DataFrame, columns: list[str] = MANIFEST_COLUMNS) -> None:
     """Append rows (no header) to a manifest or candidates log and fsync it: a row lands only after its image,
     and a kill leaves at most a torn last line, which `read_manifest` drops."""
-    with open(path, "a", encoding="utf-8", newline="") as f:
-        rows[columns].to_csv(f, header=False, index=False, lineterminator="\n")
-        f.flush()
-        os.fsync(f.fileno())
+    data = rows[columns].to_csv(header=False, index=False, lineterminator="\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    start = os.fstat(fd).st_size
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except OSError as err:  # A full disk: cut back to the last whole row, so that a rerun appends after it.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        raise OSError(err.errno, err.strerror, str(path)) from err
+    finally:
+        os.close(fd)
 
 
 def write_manifest(path: Path, table: pd.DataFrame, columns: list[str] = MANIFEST_COLUMNS) -> None:

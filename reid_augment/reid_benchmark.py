@@ -46,7 +46,7 @@ from .reid import model as reid_model
 from .reid.labels import LABELS
 from .reid.stats import describe, paired_interval
 from .reid.regime import Regime, select
-from .weights import rng_state, safe_load, set_rng_state
+from .weights import atomic_torch_save, rng_state, safe_load, set_rng_state
 
 ARMS = ("baseline", "augmented")
 METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")
@@ -491,10 +491,9 @@ def run_arm(arm: str, data: Decoded, cfg: ReidBenchmarkConfig, seed: int, arm_di
             continue
         _train_round(step_fn, sampler, state, stop, cfg.lr * factor(stop - 1),
                      functools.partial(_evaluate, model, data, dev, precision), bar)
-        with atomic_open(checkpoint, "wb") as f:
-            torch.save({**reid_model.checkpoint_record(model, cfg.model, classes, (cfg.height, cfg.width)),
-                        "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "rng": rng_state(),
-                        **state}, f)
+        atomic_torch_save({**reid_model.checkpoint_record(model, cfg.model, classes, (cfg.height, cfg.width)),
+                           "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "rng": rng_state(),
+                           **state}, checkpoint)
         if callback is not None:
             callback(seed, arm, stop, model)
     bar.close()

@@ -176,8 +176,20 @@ def save_checkpoint(path: str | os.PathLike, **state) -> None:
     state = {"format": CHECKPOINT_FORMAT, "package_version": __version__, **state}
     if dataclasses.is_dataclass(state.get("model_config")):
         state["model_config"] = dataclasses.asdict(state["model_config"])
-    with atomic_open(path, "wb") as f:
-        torch.save(state, f)
+    atomic_torch_save(state, path)
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """torch.save to a temp file renamed over `path`. torch reports a failed write (a full disk) as a RuntimeError
+    whose context is the OSError: that OSError is raised instead, naming the file, so the CLI prints one line."""
+    try:
+        with atomic_open(path, "wb") as f:
+            torch.save(obj, f)
+    except RuntimeError as err:
+        cause = err.__context__
+        if isinstance(cause, OSError):
+            raise OSError(cause.errno, cause.strerror, str(path)) from err
+        raise
 
 
 def safe_load(path: Path, map_location="cpu", what: str = "checkpoint"):
