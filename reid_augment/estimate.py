@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import importlib.machinery
 import json
+import re
 import os
 import sys
+import tempfile
 import time
 import types
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -183,6 +186,30 @@ def make_mmpose_estimator(config: str | None = None, checkpoint: str | None = MM
     return estimate, f"mmpose {Path(config_path).name} ({checkpoint or 'random weights'})"
 
 
+# MediaPipe's (absl's) native start-up lines: info and warnings that say nothing a user can act on.
+_NATIVE_NOISE = re.compile(r"^(?:[IW]\d{4} \d|INFO: Created TensorFlow Lite|WARNING: All log messages before absl)")
+
+
+@contextmanager
+def _native_log_filtered():
+    """Run the block with file descriptor 2 captured, then replay what native code wrote there except
+    `_NATIVE_NOISE`: MediaPipe's C++ logging ignores Python's, so its start-up warnings would land between the
+    progress bars; its errors (E/F lines, anything else) still show."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not _NATIVE_NOISE.match(line):
+                    sys.stderr.write(line)
+
+
 def make_mediapipe_estimator(upscale: float = 2.0, pad: float = 0.5) -> tuple[Estimator, str]:
     """MediaPipe Pose (BlazePose, model_complexity 1, bundled in the wheel: no network).
 
@@ -196,8 +223,15 @@ def make_mediapipe_estimator(upscale: float = 2.0, pad: float = 0.5) -> tuple[Es
         import mediapipe as mp
     except ImportError as err:
         raise InputError(f"the mediapipe backend is not installed ({err}); run `make pose`") from None
-    pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=False)
     from PIL import Image
+
+    # Its start-up log comes at creation and with the first person found: both happen here, on a bundled crop.
+    with _native_log_filtered():
+        pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=False)
+        warm = Path(__file__).parent / "sample" / "cuhk03" / "0001_c1s1_000000_00.jpg"
+        if warm.is_file():
+            with Image.open(warm) as img:
+                pose.process(np.asarray(img.convert("RGB").resize((256, 512))))
 
     def estimate(images: Sequence[np.ndarray]) -> np.ndarray:
         out = np.zeros((len(images), 17, 3), np.float32)

@@ -209,3 +209,31 @@ def test_build_pairs_estimates_poses_when_none_are_given(market_sample_dir, tmp_
     poses = read_poses(tmp_path / "work" / "poses.csv")
     assert len(poses) == 18 and present(poses.coords).any(-1).sum() >= 17
     assert scores_path(tmp_path / "work" / "poses.csv").is_file()
+
+
+def test_native_start_up_log_is_dropped_and_native_errors_are_kept(capfd):
+    import os
+
+    from reid_augment.estimate import _native_log_filtered
+
+    with _native_log_filtered():
+        os.write(2, b"W0000 00:00:1.5    8209 inference_feedback_manager.cc:114] Disabling support for feedback\n"
+                    b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+                    b"E0000 00:00:1.6    8209 calculator_graph.cc:9] a real error\n")
+    err = capfd.readouterr().err
+    assert "a real error" in err and "feedback" not in err and "XNNPACK" not in err
+
+
+def test_the_mediapipe_estimator_starts_quietly():
+    import subprocess
+    import sys
+
+    pytest.importorskip("mediapipe")
+    code = ("from reid_augment.estimate import make_estimator\nfrom reid_augment.images import load_rgb\n"
+            "from pathlib import Path\nimport reid_augment\n"
+            "est, _ = make_estimator('mediapipe')\n"
+            "img = load_rgb(Path(reid_augment.__file__).parent / 'sample/cuhk03/0001_c1s1_000001_00.jpg')\n"
+            "assert est([img])[0, 0, 2] > 0.5\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "W0000" not in done.stderr and "inference_feedback_manager" not in done.stderr, done.stderr
