@@ -34,7 +34,7 @@ if want generator; then
       -o "$W/gen-work" --jobs 2
   $RA train "$W/gen-people" -w "$W/gen-work" --recipe small --stage rec --set train.rec_steps=$GEN_STEPS \
       --set train.ref_steps=0 -o "$W/gen-run" --device cpu --force
-  [ -f "$W/gen-1-321.safetensors" ] || $RA export-generator "$W/gen-run" "$W/gen-1-321.safetensors"
+  [ -f "$W/gen-1-321.safetensors" ] || $RA export-generator "$W/gen-run" -o "$W/gen-1-321.safetensors"
   [ -f "$W/gen-k2/manifest.csv" ] || $RA generate "$W/k2" --per-id 8 --checkpoint "$W/gen-1-321.safetensors" \
       --poses "$W/k2/annotations.csv" -o "$W/gen-k2" --no-score --device cpu
   [ -f "$W/gen-full/manifest.csv" ] || $RA generate "$DATA" --per-id 4 --checkpoint cuhk03-small \
