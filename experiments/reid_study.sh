@@ -54,6 +54,8 @@ if want lowdata-screen; then
   low_arm uniform-q $SCREEN --gen-ratio 0.25 --gen-labels uniform   # LSRO.
   low_arm teacher-q $SCREEN --gen-ratio 0.25 --gen-labels teacher --teacher baseline   # DG-Net's soft labels.
   low_arm teacher-gate-q $SCREEN --gen-ratio 0.25 --gen-labels teacher --teacher baseline --id-gate 0
+  low_arm teacher-all $SCREEN --gen-labels teacher --teacher baseline          # Teacher labels, drawn like originals.
+  low_arm smooth-half-ramp $SCREEN --gen-ratio 0.5 --gen-from 0.25             # Half of each batch after a ramp-in.
 fi
 
 full_arm() {
