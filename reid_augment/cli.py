@@ -300,6 +300,26 @@ def generate_cmd(images, per_id, workdir, checkpoint, out, strategy, kmeans_k, s
     click.echo(result.summary())
 
 
+@cli.command("warp")
+@click.argument("images", type=click.Path(), metavar="IMAGES")
+@click.option("--per-id", type=click.IntRange(min=1), required=True, metavar="N", help="New images per identity.")
+@click.option("--poses", required=True, type=click.Path(dir_okay=False), metavar="FILE", help="Pose CSV of IMAGES.")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), metavar="OUT")
+@click.option("--strategy", type=click.Choice(["random", "kmeans", "novel"]), default="random", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--shard", default="0/1", show_default=True, metavar="I/N", help="Do the I-th of N shares of identities.")
+@_layout_option
+def warp_cmd(images, per_id, poses, out, strategy, seed, shard, layout) -> None:
+    """Generate N images of every identity of IMAGES by moving its body parts to new poses (per-part affine
+    warps of the source crop, Def-GAN's part transforms; no model, no training), with generate's manifest."""
+    from .config import GenerateConfig
+    from .generate import parse_shard
+    from .warpgen import warp_images
+
+    cfg = GenerateConfig(per_id=per_id, strategy=strategy, seed=seed, layout=layout)
+    click.echo(warp_images(images, poses, out, cfg, parse_shard(shard)).summary())
+
+
 @cli.command("merge")
 @click.argument("outs", nargs=-1, required=True, type=click.Path(file_okay=False), metavar="OUT...")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE",
