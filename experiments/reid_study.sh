@@ -12,7 +12,7 @@
 set -euo pipefail
 DATA=${1:?DATA: a Market-1501-layout root, e.g. ../shared/data/cuhk03-market}
 W=${2:?WORK: a folder for the runs}
-STAGES=${STAGES:-"generator lowdata-screen full-screen lowdata-confirm warp full-confirm"}
+STAGES=${STAGES:-"generator lowdata-screen full-screen lowdata-confirm full-confirm warp"}
 RA=${RA:-reid-augment}
 GEN_STEPS=${GEN_STEPS:-2000}
 mkdir -p "$W"
@@ -70,11 +70,15 @@ if want full-screen; then
 fi
 # The confirmation (new seeds, not the screen's, so the winner is not picked by its own noise), with the setting each
 # regime's screen picked (RESULTS.md): low-data, the generated images drawn like the originals with label smoothing
-# 0.1 (the defaults); then the learning-free part warp (`reid-augment warp`) under the same setting.
+# 0.1 (the defaults); full, a quarter of each batch under the teacher's soft labels; then the learning-free part
+# warp (`reid-augment warp`) under the low-data setting.
 LOW_BEST=${LOW_BEST:-""}
-FULL_BEST=${FULL_BEST:-""}
+FULL_BEST=${FULL_BEST:-"--gen-ratio 0.25 --gen-labels teacher --teacher baseline"}
 if want lowdata-confirm; then
   $RA reid-benchmark "$DATA" --manifest "$W/gen-k2" $LOW --seeds "$CONFIRM" -o "$W/low-confirm" $LOW_BEST
+fi
+if want full-confirm; then
+  $RA reid-benchmark "$DATA" --manifest "$W/gen-full" $FULL --seeds "$CONFIRM" -o "$W/full-confirm" $FULL_BEST
 fi
 if want warp; then
   [ -f "$W/warp-k2/manifest.csv" ] || $RA warp "$W/k2" --per-id 8 --poses "$W/k2/annotations.csv" -o "$W/warp-k2"
@@ -82,7 +86,4 @@ if want warp; then
       --baseline-from "$W/low/smooth-all" $LOW_BEST
   $RA reid-benchmark "$DATA" --manifest "$W/warp-k2" $LOW --seeds "$CONFIRM" -o "$W/low-confirm-warp" \
       --baseline-from "$W/low-confirm" $LOW_BEST
-fi
-if want full-confirm; then
-  $RA reid-benchmark "$DATA" --manifest "$W/gen-full" $FULL --seeds "$CONFIRM" -o "$W/full-confirm" $FULL_BEST
 fi
