@@ -82,8 +82,6 @@ if want full-confirm; then
 fi
 if want warp; then
   [ -f "$W/warp-k2/manifest.csv" ] || $RA warp "$W/k2" --per-id 8 --poses "$W/k2/annotations.csv" -o "$W/warp-k2"
-  $RA reid-benchmark "$DATA" --manifest "$W/warp-k2" $LOW --seeds $SCREEN -o "$W/low/warp-smooth-all" \
-      --baseline-from "$W/low/smooth-all" $LOW_BEST
   $RA reid-benchmark "$DATA" --manifest "$W/warp-k2" $LOW --seeds "$CONFIRM" -o "$W/low-confirm-warp" \
       --baseline-from "$W/low-confirm" $LOW_BEST
 fi
