@@ -68,7 +68,7 @@ def _region(kind, points: np.ndarray, grid: np.ndarray, width: int) -> np.ndarra
         inside = np.ones(grid.shape[:2], bool)
         centre = points.mean(0)
         for a, b in zip(points, np.roll(points, -1, 0)):
-            edge, normal = b - a, np.array([-(b - a)[1], (b - a)[0]])
+            normal = np.array([-(b - a)[1], (b - a)[0]])
             side = np.sign((centre - a) @ normal) or 1.0
             inside &= ((grid - a) @ normal) * side >= 0
         near = np.min([_segment_distance(grid, a, b) for a, b in zip(points, np.roll(points, -1, 0))], axis=0)
@@ -120,7 +120,7 @@ def warp_to_pose(image: np.ndarray, src_pose: np.ndarray, tgt_pose: np.ndarray) 
                                              padding_mode="border", align_corners=True)
     soft = torch.nn.functional.avg_pool2d(torch.from_numpy(masks)[:, None], 3, stride=1, padding=1,
                                           count_include_pad=False)
-    # Outside the crop a part has no pixels: keep the canvas there rather than smear the border.
+    # Painted in order; where a transform reaches outside the crop, the crop's border pixels extend it.
     for part, weight in zip(warped, soft):
         canvas = weight * part + (1 - weight) * canvas
     return canvas.round().clamp(0, 255).byte().permute(1, 2, 0).numpy()

@@ -7,10 +7,11 @@ makes the same number of passes over its own set (the augmented arm then takes m
 the data set's query and gallery with torchreid's rank code under its protocol (Market-1501: the 0000 distractors
 stay in the gallery, only the -1 junk is dropped): Rank-1/5/10, mAP, and mINP (Ye et al.'s inverse negative
 penalty, which torchreid lacks). Over several seeds the report gives mean and standard deviation per arm and the
-paired difference. torchreid's data manager, models, optimiser and training engine do the work; ours are only the
-data set lists (any layout `export` reads), the batch sampler that sets the share of generated images per batch,
-the per-step learning rate, and per-image label smoothing so generated images can carry softer labels (LSRO,
-Zheng et al. 2017).
+paired difference with its Student t interval (`reid.stats`). torchreid's models, optimiser and rank code do the
+work; ours are the data set lists (any layout `export` reads, under a `reid.regime`), the images decoded once
+(`reid.fastdata`), the batch sampler that sets the share of generated images per batch and their ramp-in, the
+per-step learning rate, and the generated images' targets (`reid.labels`: smoothing, LSRO's uniform, a teacher's
+soft labels) and identity gate.
 
 Output: OUT/metrics.json, OUT/report.md, OUT/curves.png; OUT/settings.json (what a rerun must match to reuse
 arms); OUT/seed-<s>/<arm>/ holds each arm's checkpoint (resumable) and result.
@@ -18,9 +19,7 @@ arms); OUT/seed-<s>/<arm>/ holds each arm's checkpoint (resumable) and result.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import json
 import math
 import os
@@ -148,14 +147,6 @@ def _check(cfg: ReidBenchmarkConfig) -> None:
             kind = "generated" if n_gen < 1 else "original"
             raise InputError(f"--gen-ratio {cfg.gen_ratio}: {n_gen} of {b} images per batch would be generated, "
                              f"which leaves no {kind} image; at --batch-size {b} use {1 / b:.3g} to {(b - 1) / b:.3g}")
-
-
-def _torchreid():
-    try:
-        import torchreid.reid as torchreid
-    except ImportError:  # A source install of deep-person-reid.
-        import torchreid
-    return torchreid
 
 
 @dataclass
@@ -324,18 +315,15 @@ class Decoded:
     train: torch.Tensor       # (N, 3, H, W) uint8, in Splits.train order (unreadable images left out).
     labels: torch.Tensor      # (N,) training label.
     generated: np.ndarray     # (N,) bool.
-    paths: list[str]
     query: torch.Tensor
     gallery: torch.Tensor
     q_pids: np.ndarray
     q_cams: np.ndarray
     g_pids: np.ndarray
     g_cams: np.ndarray
-    skipped: list[tuple[str, str]]
 
     def subset(self, rows: np.ndarray) -> "Decoded":
-        return replace(self, train=self.train[rows], labels=self.labels[rows], generated=self.generated[rows],
-                       paths=[self.paths[i] for i in rows])
+        return replace(self, train=self.train[rows], labels=self.labels[rows], generated=self.generated[rows])
 
 
 def decode_lists(lists: Splits, height: int, width: int, progress: bool = True) -> Decoded:
@@ -347,14 +335,13 @@ def decode_lists(lists: Splits, height: int, width: int, progress: bool = True) 
         if not len(d.kept):
             raise InputError(f"no readable {key} image (first: {d.skipped[0][0]}: {d.skipped[0][1]})")
         tests[key] = (d, np.array([items[i][1] for i in d.kept]), np.array([items[i][2] for i in d.kept]))
-    skipped = train.skipped + tests["query"][0].skipped + tests["gallery"][0].skipped
-    for path, reason in skipped:
+    for path, reason in train.skipped + tests["query"][0].skipped + tests["gallery"][0].skipped:
         print(f"warning: {path}: {reason}; skipped")
     kept = [lists.train[i] for i in train.kept]
     return Decoded(train.images, torch.tensor([item[1] for item in kept], dtype=torch.long),
-                   np.array([item[3] == 1 for item in kept], dtype=bool), [item[0] for item in kept],
+                   np.array([item[3] == 1 for item in kept], dtype=bool),
                    tests["query"][0].images, tests["gallery"][0].images, tests["query"][1], tests["query"][2],
-                   tests["gallery"][1], tests["gallery"][2], skipped)
+                   tests["gallery"][1], tests["gallery"][2])
 
 
 @dataclass(frozen=True)
@@ -378,7 +365,7 @@ class Precision:
 
 
 def _evaluate(model, data: Decoded, dev: torch.device, precision: Precision) -> dict:
-    tr = _torchreid()
+    tr = reid_model.torchreid()
     model.eval()
 
     def features(images):
@@ -469,7 +456,7 @@ def run_arm(arm: str, data: Decoded, cfg: ReidBenchmarkConfig, seed: int, arm_di
     precision = Precision.of(dev)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = _torchreid().optim.build_optimizer(model, optim="adam", lr=cfg.lr)
+    optimizer = reid_model.torchreid().optim.build_optimizer(model, optim="adam", lr=cfg.lr)
     factor = functools.partial(lr_factor, cfg.schedule, total=total, warmup=cfg.warmup_steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     stops = [*range(every, total, every), total]
@@ -666,13 +653,13 @@ def reid_benchmark(root: str | os.PathLike, manifest: str | os.PathLike, out: st
 
     out = Path(out)
     dev = resolve_device(cfg.device)
-    reid_model.build(cfg.model, 1)  # An unknown model name fails here, in one line, before any decoding.
+    reid_model.check_name(cfg.model)  # An unknown model name fails here, in one line, before any decoding.
     lists = split_lists(root, manifest, cfg.layout, cfg.regime)
     originals = sum(item[3] == 0 for item in lists.train)
     base_per_epoch = originals // cfg.batch_size
     if base_per_epoch < 1:
         raise InputError(f"{root}: {originals} training images, fewer than one batch of {cfg.batch_size}")
-    teacher = _own_teacher(cfg, lists)
+    teacher = None if cfg.teacher in (None, "baseline") else _judge(cfg.teacher, lists.classes, dev)  # One for all.
     settings = _settings(root, manifest, cfg, dev, lists)
     _claim(out, settings, force)
     reused = reuse_baselines(baseline_from, out, settings, cfg.seeds) if baseline_from is not None else []
@@ -685,7 +672,7 @@ def reid_benchmark(root: str | os.PathLike, manifest: str | os.PathLike, out: st
                        lists.classes, progress, callback)
         rows, targets, note = np.arange(len(data.generated)), None, None
         if cfg.teacher and not (seed_dir / "augmented" / "result.json").is_file():
-            judge = teacher or _arm_model(seed_dir / "baseline", lists.classes, dev)
+            judge = teacher or _judge(seed_dir / "baseline" / "checkpoint.pt", lists.classes, dev)
             rows, targets, note = _augmented_rows(data, cfg, judge)
         aug = run_arm("augmented", data.subset(rows), cfg, seed, seed_dir / "augmented", dev, base_per_epoch,
                       lists.classes, progress, callback, targets, note)
@@ -701,15 +688,9 @@ def reid_benchmark(root: str | os.PathLike, manifest: str | os.PathLike, out: st
     return BenchmarkResult(out, runs, metrics)
 
 
-def _own_teacher(cfg: ReidBenchmarkConfig, lists: Splits):
-    """The re-ID model given as --teacher CKPT (one for every seed), or None for the seeds' own baselines."""
-    if cfg.teacher in (None, "baseline"):
-        return None
-    return reid_model.load(cfg.teacher, classes=lists.classes)
-
-
-def _arm_model(arm_dir: Path, classes: list[str], dev: torch.device):
-    return reid_model.load(arm_dir / "checkpoint.pt", classes=classes, device=dev)
+def _judge(checkpoint: str | os.PathLike, classes: list[str], dev: torch.device) -> reid_model.ReidModel:
+    """The teacher and gate: --teacher CKPT for every seed, or a seed's baseline arm (its checkpoint.pt)."""
+    return reid_model.load(checkpoint, classes=classes, device=dev)
 
 
 def _augmented_rows(data: Decoded, cfg: ReidBenchmarkConfig, judge) -> tuple[np.ndarray, GeneratedTargets, dict]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -53,8 +53,7 @@ def warp_images(images: str | os.PathLike, poses: str | os.PathLike, out_dir: st
     out_dir = Path(out_dir)
     pose_table = read_poses(poses)
     requests, unusable = plan(scan_images(images, layout=cfg.layout, splits=("train",)), pose_table,
-                              GenerateConfig(per_id=cfg.per_id, strategy=cfg.strategy, seed=cfg.seed,
-                                             kmeans_k=cfg.kmeans_k), shard)
+                              replace(cfg, candidates=1), shard)  # Nothing scores a warp: N per identity, no more.
     requests["image"] = requests["image"].str.replace(r"_vdg(\d+)\.jpg$", r"_warp\1.jpg", regex=True)
     requests = requests.assign(strategy=cfg.strategy, checkpoint="partwarp", step=0, version=__version__,
                                pckh="")

@@ -3,7 +3,6 @@ manifest row names a whole image, the last good checkpoint still loads, no temp 
 completes the job to the result of an uninterrupted run. Needs root to mount a tmpfs; skipped with the reason where
 mounting is refused."""
 
-import os
 import subprocess
 
 import numpy as np

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pandas as pd
-import pytest
 from click.testing import CliRunner
 
 from reid_augment.cli import cli

@@ -31,8 +31,8 @@ def model_names() -> list[str]:
     return sorted(torchreid().models.__model_factory)
 
 
-def build(arch: str, num_classes: int, pretrained: bool = False, use_gpu: bool = False) -> torch.nn.Module:
-    """torchreid's model `arch`; an unknown name is a one-line error listing close names."""
+def check_name(arch: str) -> None:
+    """An unknown torchreid model name is a one-line error listing close names."""
     names = model_names()
     if arch not in names:
         import difflib
@@ -40,6 +40,11 @@ def build(arch: str, num_classes: int, pretrained: bool = False, use_gpu: bool =
         close = difflib.get_close_matches(arch, names, n=3, cutoff=0.5)
         hint = f" (did you mean {', '.join(close)}?)" if close else f" (one of {', '.join(names[:8])}, ...)"
         raise InputError(f"--model {arch!r}: not a torchreid model{hint}")
+
+
+def build(arch: str, num_classes: int, pretrained: bool = False, use_gpu: bool = False) -> torch.nn.Module:
+    """torchreid's model `arch` (`check_name` first)."""
+    check_name(arch)
     return torchreid().models.build_model(arch, num_classes=num_classes, loss="softmax", pretrained=pretrained,
                                           use_gpu=use_gpu)
 

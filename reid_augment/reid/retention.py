@@ -9,6 +9,8 @@ PCKh); the real targets as queries say how hard the new poses are for the model 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 
 import numpy as np
@@ -28,9 +30,7 @@ def _features(judge: reid_model.ReidModel, paths: list[str], what: str, progress
 
 
 def _ranked(judge, query_paths, query_names, gallery, progress: bool, what: str) -> tuple[float, float]:
-    from .model import torchreid
-
-    tr = torchreid()
+    tr = reid_model.torchreid()
     qf = _features(judge, query_paths, what, progress)
     pid_cam = [parse_market_name(n) for n in query_names]
     qp = np.array([p for p, _ in pid_cam])
@@ -40,9 +40,6 @@ def _ranked(judge, query_paths, query_names, gallery, progress: bool, what: str)
     qp, gpi = np.array([ids[p] for p in qp]), np.array([ids[p] for p in gp])
     distmat = tr.metrics.compute_distance_matrix(qf, gf, "euclidean").numpy()
     kept = len(gpi) - ((gpi[None] == qp[:, None]) & (gc[None] == qc[:, None])).sum(1).max()
-    import contextlib
-    import io
-
     with contextlib.redirect_stdout(io.StringIO()):  # torchreid notes queries without a match in the gallery.
         cmc, mean_ap = tr.metrics.evaluate_rank(distmat, qp, gpi, qc, gc, max_rank=int(max(1, min(50, kept))))
     return float(mean_ap), float(cmc[0])
