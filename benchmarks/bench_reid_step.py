@@ -16,27 +16,18 @@ import argparse
 import contextlib
 import io
 import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
+from reid_augment import device
 from reid_augment.device import fast_bf16
 from reid_augment.reid import fastdata, labels
 from reid_augment.reid import model as reid_model
 from reid_augment.reid_benchmark import split_lists
 
 SAMPLE = Path(__file__).resolve().parent.parent / "reid_augment" / "sample" / "market"
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def _step(model, opt, x, pids, bf16: bool) -> None:
@@ -109,7 +100,7 @@ def main() -> None:
     pids = torch.tensor([lists.train[i][1] for i in decoded.kept])
     k = len(lists.classes)
     bf16_pays = fast_bf16(torch.device("cpu"))
-    common = {"bench": "reid_step", "cpu": cpu_model(), "threads": args.threads, "batch_size": args.batch_size,
+    common = {"bench": "reid_step", "cpu": device.cpu_model(), "threads": args.threads, "batch_size": args.batch_size,
               "size": f"{args.height}x{args.width}", "model": "osnet_x0_25", "data": args.data,
               "train_images": len(decoded.kept), "fast_bf16": bf16_pays}
     settings = [("torchreid loader (before)", "loader", False, False),

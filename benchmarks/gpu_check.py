@@ -17,8 +17,8 @@ by their size, and a phase whose deadline no longer fits the 8 minutes is skippe
 Training data: the bundled sample (116 real 128x64 CUHK03 crops), or --images/--poses for carried data.
 
 Usage:
-  python benchmarks/gpu_check.py --out $OUT                 # on a CUDA machine
-  python benchmarks/gpu_check.py --device cpu --quick --out /tmp/check   # the same code paths, tiny and short
+  python -m benchmarks.gpu_check --out $OUT                 # on a CUDA machine
+  python -m benchmarks.gpu_check --device cpu --quick --out /tmp/check   # the same code paths, tiny and short
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.bench_generate import bare_forward_rate
 from reid_augment.config import GenerateConfig, PairConfig, load_recipe
 from reid_augment.data import load_training_data
 from reid_augment.generate import generate
@@ -44,8 +45,6 @@ from reid_augment.device import resolve_device
 from reid_augment.fileio import atomic_write_text
 from reid_augment.train import discriminator_step, generator_step, prepare_batch, reconstruction_step, train
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generate import bare_forward_rate  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "reid_augment" / "sample" / "cuhk03"
 # Dense bf16 tensor-core peaks from the vendors' data sheets (FLOP/s).
@@ -99,7 +98,8 @@ def step_flops(recipe, data, dev: torch.device) -> dict[str, float]:
 
     def refinement_step() -> None:
         with torch.no_grad():
-            coarse = coarse_image(model.rec, batch["src_img"], batch["src_maps"], batch["tgt_maps"])
+            coarse = coarse_image(model.rec, batch["src_img"], batch["src_maps"], batch["tgt_maps"],
+                             batch.get("flow"))
         refined = refined_image(model.ref, batch["src_img"], coarse, batch["tgt_maps"])
         discriminator_step(disc, opt, batch, refined, nullcontext)
         generator_step(disc, opt, batch, refined, recipe.loss, nullcontext)

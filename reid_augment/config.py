@@ -44,6 +44,7 @@ class ModelConfig:
     disc_levels: int = 4            # Stride-2 convs of the discriminator.
     pose_skips: bool = False        # Decoder skips from both branches (the paper: the image branch only).
     pose_to_decoder: bool = False   # Target heatmaps joined to every decoder level (not in the paper).
+    deform_skips: bool = False      # Def-GAN's deformable skips: each image skip also warped per body part.
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 import time
 from contextlib import nullcontext
 
@@ -26,6 +27,27 @@ def resolve_device(device: str = "auto") -> torch.device:
         if dev.index is None:
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return dev
+
+
+def describe(dev: torch.device) -> str:
+    """What a figure ran on, as tables and model cards name it: the GPU's name, or the CPU's model with the thread
+    count (CPUs of one architecture differ: bf16 pays on some and not on others)."""
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"{cpu_model()}, {torch.get_num_threads()} threads"
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo, as lscpu shows it), else what the platform says."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 @functools.cache

@@ -312,6 +312,7 @@ def score_pairs(pairs: pd.DataFrame, paths: dict[str, str], poses: PoseTable, de
     wanted = pairs.rename(columns={"from": "src", "to": "tgt"})
     tally = _Tally(_instruments(dev, inception_weights, pckh))
     skipped: dict[str, int] = {"missing image": 0, "no target pose": 0, "size mismatch": 0}
+    examples: dict[str, str] = {}  # The first pair skipped for each reason, named in the error.
     known_poses = {n: i for i, n in enumerate(poses.names)}
 
     def load(row):
@@ -324,20 +325,23 @@ def score_pairs(pairs: pd.DataFrame, paths: dict[str, str], poses: PoseTable, de
         bar = tqdm(total=len(wanted), desc="evaluate", unit="pair", disable=not progress)
         for start in range(0, len(wanted), batch_size):
             chunk = wanted.iloc[start:start + batch_size]
-            batch = _batch(chunk, pool.map(load, chunk.itertuples()), known_poses, poses, skipped)
+            batch = _batch(chunk, pool.map(load, chunk.itertuples()), known_poses, poses, skipped, examples)
             bar.update(len(chunk))
             if batch is not None:
                 tally.add(*batch)
         bar.close()
     if len(tally.model) == 0:
-        reasons = ", ".join(f"{k}: {v}" for k, v in skipped.items() if v)
+        reasons = ", ".join(f"{k}: {v}" + (f", e.g. {examples[k]}" if k in examples else "")
+                            for k, v in skipped.items() if v)
         raise InputError(f"no scorable pair among {len(wanted)} ({reasons})")
     return Scored(pd.concat(tally.per_pair, ignore_index=True), tally.metrics(skipped), tally.tools.notes)
 
 
-def _batch(chunk: pd.DataFrame, loaded, known_poses: dict[str, int], poses: PoseTable, skipped: dict[str, int]):
+def _batch(chunk: pd.DataFrame, loaded, known_poses: dict[str, int], poses: PoseTable, skipped: dict[str, int],
+           examples: dict[str, str]):
     """A chunk's scorable pairs: (rows (from, to, image), generated, copied source, target, target body mask,
-    target pose), the arrays stacked; None when none is. The others are counted in `skipped`."""
+    target pose), the arrays stacked; None when none is. The others are counted in `skipped`, the first of each
+    reason described in `examples`."""
     rows, gens, copies, tgts, masks, target_poses = [], [], [], [], [], []
     for row, images in zip(chunk.itertuples(), loaded):
         if images is None or not isinstance(row.image, str):
@@ -349,6 +353,9 @@ def _batch(chunk: pd.DataFrame, loaded, known_poses: dict[str, int], poses: Pose
             continue
         if gen.shape != tgt.shape:
             skipped["size mismatch"] += 1
+            examples.setdefault("size mismatch", f"{row.image} is {gen.shape[0]}x{gen.shape[1]} and its target "
+                                                 f"{row.tgt} {tgt.shape[0]}x{tgt.shape[1]}: generate at the "
+                                                 f"targets' size (--out-size HxW)")
             continue
         pose = poses.coords[known_poses[row.tgt]]
         rows.append((row.src, row.tgt, row.image))

@@ -440,9 +440,9 @@ def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, man
         bar = tqdm(total=len(todo), desc="generate", unit="img", disable=not progress)
         for index, src_img, src_pose, tgt_pose, out_hw, out_pose in loader:
             src_img = src_img.to(dev, non_blocking=True)
-            maps = condition(src_pose.to(dev), tgt_pose.to(dev), size, sigma)
+            maps = condition(src_pose.to(dev), tgt_pose.to(dev), size, sigma, flow=model.cfg.deform_skips)
             with torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext():
-                refined = model(src_img, maps["src_maps"], maps["tgt_maps"])[1].float()
+                refined = model(src_img, maps["src_maps"], maps["tgt_maps"], maps.get("flow"))[1].float()
             pixels = to_uint8_sized(refined, out_hw)
             pending.append(writer.submit(sink.add, todo.iloc[index.numpy()], pixels, out_pose.numpy()))
             while len(pending) > 3:  # Bounded: memory stays flat however many images are planned.

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .partwarp import part_flow
+
 JOINT_NAMES: tuple[str, ...] = (
     "nose", "neck", "Rsho", "Relb", "Rwri", "Lsho", "Lelb", "Lwri", "Rhip",
     "Rkne", "Rank", "Lhip", "Lkne", "Lank", "Reye", "Leye", "Rear", "Lear",
@@ -193,7 +195,7 @@ def body_masks(poses: torch.Tensor, size: tuple[int, int], radius: float = 4.0) 
 
 
 def condition(src_pose: torch.Tensor, tgt_pose: torch.Tensor, size: tuple[int, int], sigma: float = HEATMAP_SIGMA,
-              masks: bool = False) -> dict[str, torch.Tensor]:
+              masks: bool = False, flow: bool = False) -> dict[str, torch.Tensor]:
     """The pose conditioning of a batch, drawn on the poses' device: what VDG takes besides the source image.
 
     The one place poses become model inputs, for training (`train.prepare_batch`), generation (`generate.render`)
@@ -203,13 +205,25 @@ def condition(src_pose: torch.Tensor, tgt_pose: torch.Tensor, size: tuple[int, i
         src_pose, tgt_pose: [N, K, 2] (y, x) in the model's frame, negative for missing joints.
         size: (H, W) of the model's crops; sigma: the heatmaps' (ModelConfig.heatmap_sigma).
         masks: also the target body masks of the refinement stage's masked losses.
+        flow: also the part flow of the deformable skips (`ModelConfig.deform_skips`).
     Returns:
-        src_maps, tgt_maps [N, K, H, W] (`to_heatmaps`) and, with `masks`, tgt_mask [N, 1, H, W] (`body_masks`).
+        src_maps, tgt_maps [N, K, H, W] (`to_heatmaps`); with `masks`, tgt_mask [N, 1, H, W] (`body_masks`); with
+        `flow`, flow [N, H, W, 2] (`part_flows`).
     """
     out = {"src_maps": to_heatmaps(src_pose, size, sigma), "tgt_maps": to_heatmaps(tgt_pose, size, sigma)}
     if masks:
         out["tgt_mask"] = body_masks(tgt_pose, size)
+    if flow:
+        out["flow"] = part_flows(src_pose, tgt_pose, size)
     return out
+
+
+def part_flows(src_pose: torch.Tensor, tgt_pose: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Per pair, where each target pixel's body part lies in the source (`partwarp.part_flow`: Def-GAN's per-part
+    affine transforms from the keypoints, nothing learnt): [N, K, 2] x 2 -> [N, H, W, 2] on the poses' device."""
+    src, tgt = src_pose.cpu().numpy(), tgt_pose.cpu().numpy()
+    flows = np.stack([part_flow(a, b, size) for a, b in zip(src, tgt)]) if len(src) else np.zeros((0, *size, 2))
+    return torch.from_numpy(flows).to(src_pose.device, torch.float32)
 
 
 def draw_skeleton(pose: np.ndarray, size: tuple[int, int], radius: int = 2) -> np.ndarray:

@@ -91,18 +91,21 @@ class DisentangledGenerator(nn.Module):
     f = e_a (+) b_b is mapped back to a [widths[0], h, w] map; without it, the two bottom maps are
     concatenated (the refinement stage keeps the spatial detail).
 
-    Two departures from the paper, off by default: `pose_skips` joins the pose branch's feature map of each
-    level to the image branch's skip; `pose_to_decoder` joins the target pose itself (its heatmaps, area-resized
-    to each level) to every skip, so each decoder level sees where the joints go at its own resolution.
+    Departures from the paper, off by default: `pose_skips` joins the pose branch's feature map of each level to
+    the image branch's skip; `pose_to_decoder` joins the target pose itself (its heatmaps, area-resized to each
+    level) to every skip, so each decoder level sees where the joints go at its own resolution; `deform_skips`
+    (Def-GAN's deformable skips) moves each image skip to the target pose by the part flow
+    (`keypoints.part_flows`), so the source's texture reaches the decoder where the target's body part is (the
+    background stays where it was); the bottleneck is not moved, nor are the weights' shapes changed.
 
-    [N, C_img, H, W], [N, C_pose, H, W] -> [N, 3, H, W].
+    [N, C_img, H, W], [N, C_pose, H, W] (, flow [N, H, W, 2] with `deform_skips`) -> [N, 3, H, W].
     """
 
     def __init__(self, image_channels: int, pose_channels: int, widths: list[int],
                  image_size: tuple[int, int], z_dim: int | None, pose_skips: bool = False,
-                 pose_to_decoder: bool = False):
+                 pose_to_decoder: bool = False, deform_skips: bool = False):
         super().__init__()
-        self.pose_skips, self.pose_to_decoder = pose_skips, pose_to_decoder
+        self.pose_skips, self.pose_to_decoder, self.deform_skips = pose_skips, pose_to_decoder, deform_skips
         self.image_encoder = Encoder(image_channels, widths)
         self.pose_encoder = Encoder(pose_channels, widths)
         scale = 2 ** (len(widths) - 1)
@@ -116,13 +119,18 @@ class DisentangledGenerator(nn.Module):
             bottom_channels = widths[0]
         else:
             bottom_channels = 2 * widths[-1]
-        skip_widths = [w * (2 if pose_skips else 1) + (pose_channels if pose_to_decoder else 0) for w in widths]
+        skip_widths = [w * (1 + pose_skips) + (pose_channels if pose_to_decoder else 0) for w in widths]
         self.decoder = Decoder(skip_widths, bottom_channels, widths=widths)
 
-    def forward(self, image_input: torch.Tensor, pose_input: torch.Tensor) -> torch.Tensor:
+    def forward(self, image_input: torch.Tensor, pose_input: torch.Tensor,
+                flow: torch.Tensor | None = None) -> torch.Tensor:
         skips = self.image_encoder(image_input)
         pose_features = self.pose_encoder(pose_input)
         e_a, b_b = skips[-1], pose_features[-1]
+        if self.deform_skips:
+            if flow is None:
+                raise ValueError("deform_skips needs the part flow (keypoints.condition(..., flow=True))")
+            skips = [deform(s, flow) for s in skips[:-1]] + [e_a]
         if self.pose_skips:
             skips = [torch.cat([s, p], dim=1) for s, p in zip(skips, pose_features)]
         if self.pose_to_decoder:
@@ -158,9 +166,29 @@ class Discriminator(nn.Module):
         return self.head(self.features(torch.cat([src_img, img], dim=1)).flatten(1)).squeeze(1)
 
 
-def coarse_image(rec: nn.Module, src_img: torch.Tensor, src_maps: torch.Tensor, tgt_maps: torch.Tensor) -> torch.Tensor:
-    """G_rec(I_a, H_a, H_b): [N, 3, H, W], [N, K, H, W] x 2 -> [N, 3, H, W]. `rec` may be DDP-wrapped."""
-    return rec(torch.cat([src_img, src_maps], dim=1), tgt_maps)
+def deform(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """[N, C, h, w] features sampled through the part flow [N, H, W, 2] (grid_sample's (x, y), corners aligned, at
+    the image's H x W), which is first carried to h x w: averaged over each feature cell's pixels, then from image
+    pixels to feature-map pixels (an identity flow stays an identity at every level). Float32 sampling, the
+    features' dtype back."""
+    (big_h, big_w), (h, w) = flow.shape[1:3], features.shape[-2:]
+    flow = flow.float()
+    if (big_h, big_w) != (h, w):
+        big = flow.new_tensor([big_w - 1, big_h - 1])
+        pixels = (flow + 1) / 2 * big  # Image pixels.
+        pixels = nn.functional.adaptive_avg_pool2d(pixels.permute(0, 3, 1, 2), (h, w)).permute(0, 2, 3, 1)
+        stride = flow.new_tensor([big_w / w, big_h / h])
+        flow = ((pixels + 0.5) / stride - 0.5) / flow.new_tensor([max(w - 1, 1), max(h - 1, 1)]) * 2 - 1
+    warped = nn.functional.grid_sample(features.float(), flow, mode="bilinear", padding_mode="border",
+                                       align_corners=True)
+    return warped.to(features.dtype)
+
+
+def coarse_image(rec: nn.Module, src_img: torch.Tensor, src_maps: torch.Tensor, tgt_maps: torch.Tensor,
+                 flow: torch.Tensor | None = None) -> torch.Tensor:
+    """G_rec(I_a, H_a, H_b): [N, 3, H, W], [N, K, H, W] x 2 (, the part flow) -> [N, 3, H, W]. `rec` may be
+    DDP-wrapped."""
+    return rec(torch.cat([src_img, src_maps], dim=1), tgt_maps, flow)
 
 
 def refined_image(ref: nn.Module, src_img: torch.Tensor, coarse: torch.Tensor, tgt_maps: torch.Tensor) -> torch.Tensor:
@@ -184,14 +212,14 @@ class VDG(nn.Module):
         k = cfg.num_joints
         options = {"pose_skips": cfg.pose_skips, "pose_to_decoder": cfg.pose_to_decoder}
         self.rec = DisentangledGenerator(3 + k, k, [cfg.base_channels * (i + 1) for i in range(cfg.num_levels)],
-                                         cfg.image_size, cfg.z_dim, **options)
+                                         cfg.image_size, cfg.z_dim, deform_skips=cfg.deform_skips, **options)
         self.ref = DisentangledGenerator(3 + 3, k, [cfg.ref_channels] * cfg.ref_levels, cfg.image_size, None,
                                          **options)
 
-    def forward(self, src_img: torch.Tensor, src_maps: torch.Tensor,
-                tgt_maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (coarse, refined), both [N, 3, H, W]."""
-        coarse = coarse_image(self.rec, src_img, src_maps, tgt_maps)
+    def forward(self, src_img: torch.Tensor, src_maps: torch.Tensor, tgt_maps: torch.Tensor,
+                flow: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (coarse, refined), both [N, 3, H, W]. `flow`: the part flow, which `cfg.deform_skips` needs."""
+        coarse = coarse_image(self.rec, src_img, src_maps, tgt_maps, flow)
         if not self.refine:
             return coarse, coarse.float()
         return coarse, refined_image(self.ref, src_img, coarse, tgt_maps)

@@ -9,8 +9,8 @@ inside its region around the target's joints. The person's own pixels, and their
 still finds the person (the image-quality issue measured 0.72 identity retention, against 0.15 for the learnt
 generator at the time), at the price of seams and of the source's silhouette showing where no part covers it.
 
-`warp_to_pose` renders one image; `render_warps` a batch of `generate.plan` requests (the same sources, targets,
-seeds and names as `generate`), so `generate --method warp` writes the same manifest.
+`warp_to_pose` renders one image; `part_flow` gives the same parts as one sampling grid, which VDG's deformable
+skips (`model.deform_skips`, Def-GAN's) use to move the image branch's features instead of its pixels.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .keypoints import present
 
 # (name, joints whose target positions place the part, region: "polygon" or a capsule's half-width in px at W=64).
 PARTS: tuple[tuple[str, tuple[int, ...], object], ...] = (
@@ -87,7 +86,7 @@ def part_layers(src_pose: np.ndarray, tgt_pose: np.ndarray, size: tuple[int, int
     h, w = size
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
     grid = np.stack([ys, xs], -1)
-    both = present(src_pose) & present(tgt_pose)
+    both = (src_pose >= 0).all(-1) & (tgt_pose >= 0).all(-1)
     grids, masks = [], []
     for _, joints, kind in PARTS:
         idx = [j for j in joints if both[j]]
@@ -105,6 +104,19 @@ def part_layers(src_pose: np.ndarray, tgt_pose: np.ndarray, size: tuple[int, int
     if not grids:
         return np.zeros((0, h, w, 2), np.float32), np.zeros((0, h, w), np.float32)
     return np.stack(grids).astype(np.float32), np.stack(masks)
+
+
+def part_flow(src_pose: np.ndarray, tgt_pose: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The parts of `part_layers` as one sampling grid [H, W, 2] (grid_sample's (x, y) in [-1, 1]): each target
+    pixel samples the source where the last part painted over it says, and the source pixel itself where no part
+    covers it (the background stays put)."""
+    h, w = size
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    flow = np.stack([xs / max(w - 1, 1) * 2 - 1, ys / max(h - 1, 1) * 2 - 1], -1)
+    grids, masks = part_layers(src_pose, tgt_pose, size)
+    for grid, mask in zip(grids, masks):
+        flow = np.where(mask[..., None] > 0, grid, flow)
+    return flow.astype(np.float32)
 
 
 def warp_to_pose(image: np.ndarray, src_pose: np.ndarray, tgt_pose: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import sys
 import random
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -78,7 +78,7 @@ def _wrap(module: torch.nn.Module, dev: torch.device, ctx: _Dist, broadcast_buff
 def _sample_grid(model: VDG, batch: dict, size: tuple[int, int]) -> np.ndarray:
     """Rows of: source | target pose skeleton | coarse | refined | target; [rows * H, 5 * W, 3] uint8."""
     with torch.no_grad():
-        coarse, refined = model(batch["src_img"], batch["src_maps"], batch["tgt_maps"])
+        coarse, refined = model(batch["src_img"], batch["src_maps"], batch["tgt_maps"], batch.get("flow"))
     skeletons = [skeleton(p, size) for p in batch["tgt_pose"].cpu().numpy()]
     columns = [to_uint8(batch["src_img"]), skeletons, to_uint8(coarse), to_uint8(refined), to_uint8(batch["tgt_img"])]
     return sheet(zip(*columns))
@@ -88,7 +88,8 @@ def prepare_batch(batch: dict, cfg: ModelConfig, channels_last: bool, masks: boo
     """The batch phase: a batch of `TrainingData.batch` with its pose conditioning (`keypoints.condition`: the
     heatmaps and, for the refinement stage's masked losses, the target body masks) drawn on its device, as the
     step functions take it."""
-    batch.update(condition(batch["src_pose"], batch["tgt_pose"], cfg.image_size, cfg.heatmap_sigma, masks))
+    batch.update(condition(batch["src_pose"], batch["tgt_pose"], cfg.image_size, cfg.heatmap_sigma, masks,
+                           cfg.deform_skips))
     if channels_last:
         for key in ("src_img", "tgt_img", "src_maps", "tgt_maps", "tgt_mask"):
             if key in batch:
@@ -124,6 +125,12 @@ def resume_diff(state: dict, recipe: Recipe, world: int) -> list[str]:
     return diffs
 
 
+def model_diff(old: ModelConfig, new: ModelConfig) -> list[str]:
+    """Where two model designs differ: 'model.field: old -> new' lines."""
+    return [f"model.{f.name}: {getattr(old, f.name)} -> {getattr(new, f.name)}" for f in fields(ModelConfig)
+            if getattr(old, f.name) != getattr(new, f.name)]
+
+
 def _stage_diff(step: int, old_rec: int | None, new_rec: int) -> list[str]:
     """A reconstruction-stage checkpoint may move the stage's end, not below its step (that extends a run, or ends
     the stage where a time limit stopped it); a refinement-stage one may not (a larger rec_steps would train the
@@ -142,7 +149,8 @@ def _stage_diff(step: int, old_rec: int | None, new_rec: int) -> list[str]:
 def reconstruction_step(rec: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, autocast) -> dict:
     """G_rec on L1 (Eq. 2)."""
     with autocast():
-        coarse = coarse_image(rec, batch["src_img"], batch["src_maps"], batch["tgt_maps"])
+        coarse = coarse_image(rec, batch["src_img"], batch["src_maps"], batch["tgt_maps"],
+                             batch.get("flow"))
         loss = l1(coarse.float(), batch["tgt_img"])
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -377,7 +385,12 @@ def _set_up(images, recipe: Recipe, run_dir: Path, pairs, poses, stage: str, dev
         if diffs:
             raise InputError(f"{latest}: resuming would change the run ({'; '.join(diffs)}); use the checkpoint's "
                              f"settings, a new run dir, or --force")
-    recipe = replace(recipe, model=model_config_of(state) if state else recipe.model)
+    if state:
+        design = model_diff(model_config_of(state), recipe.model)
+        if design:  # Not even --force: the weights would not fit, or the recipe's design would be ignored.
+            raise InputError(f"{latest}: the checkpoint's model is not the recipe's ({'; '.join(design)}); resume "
+                             f"with the recipe it was trained with, or start a new run dir (--init-from {latest} "
+                             f"grows a design)")
     # Before the seed: the one-off CPU probe builds a layer (draws numbers). A resume keeps the recorded precision.
     precision, note = choose_precision(dev, tc.amp, (state or {}).get("precision"))
     if note and ctx.main:
@@ -536,7 +549,8 @@ def _refinement_step(run: _Run, batch: dict) -> dict:
         run.disc_train = _wrap(run.disc_net, run.dev, run.ctx, broadcast_buffers=False)
     with run.autocast():
         with torch.no_grad():
-            coarse = coarse_image(run.rec_net, batch["src_img"], batch["src_maps"], batch["tgt_maps"])
+            coarse = coarse_image(run.rec_net, batch["src_img"], batch["src_maps"], batch["tgt_maps"],
+                             batch.get("flow"))
         refined = refined_image(run.ref_train, batch["src_img"], coarse, batch["tgt_maps"])
     losses = discriminator_step(run.disc_train, run.nets.opt_disc, batch, refined, run.autocast)
     losses.update(generator_step(run.disc_net, run.nets.opt_ref, batch, refined, run.recipe.loss, run.autocast))

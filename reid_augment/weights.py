@@ -380,7 +380,7 @@ def export_generator(run_or_checkpoint: str | os.PathLike, output: str | os.Path
 
     `extra`: more metadata strings, e.g. a model card's provenance and scores. `refine=False` makes the file render
     the coarse image (G_rec alone) although G_ref trained: where the refinement stage costs more pose than it adds
-    texture (benchmarks/stage_ablation.py); None keeps the checkpoint's stage.
+    texture (experiments/stage_ablation.py); None keeps the checkpoint's stage.
     """
     source = Path(run_or_checkpoint)
     if source.is_dir():

@@ -108,6 +108,10 @@ def test_scoring_an_existing_folder_skips_and_counts_bad_pairs(cuhk_dir, test_pa
     (folder / "x.jpg___y.jpg.png").write_bytes(b"")
     with pytest.raises(InputError, match="no scorable pair"):
         evaluate(cuhk_dir, test_pairs, cuhk_dir / "annotations.csv", tmp_path / "r2", generated=folder, progress=False)
+    for src, tgt in zip(pairs["from"], pairs["to"]):  # Every image of another size: the error says which size.
+        Image.open(cuhk_dir / tgt).resize((32, 64)).save(folder / f"{src}___{tgt}_vis.png")
+    with pytest.raises(InputError, match=r"size mismatch: \d+, e.g. .*___.* is 64x32 and its target .* 128x64"):
+        evaluate(cuhk_dir, test_pairs, cuhk_dir / "annotations.csv", tmp_path / "r3", generated=folder, progress=False)
 
 
 def test_evaluate_a_checkpoint_from_the_cli(cuhk_dir, test_pairs, checkpoint, tmp_path):

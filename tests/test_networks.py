@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from reid_augment.config import ModelConfig, load_recipe
-from reid_augment.networks import VDG, Discriminator, coarse_image, refined_image, warm_start
+from reid_augment.keypoints import condition
+from reid_augment.networks import VDG, Discriminator, coarse_image, deform, refined_image, warm_start
 
 
 @pytest.mark.parametrize("recipe, size", [("market1501", (128, 64)), ("deepfashion", (256, 256))])
@@ -72,3 +73,38 @@ def test_warm_start_grows_a_model_that_computes_what_its_donor_did():
             assert torch.equal(a, b)
     with pytest.raises(ValueError, match="does not fit"):  # A smaller model cannot take a larger one's weights.
         warm_start(donor.rec, grown.rec.state_dict())
+
+
+def _identity_flow(n, h, w):
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return torch.stack([xs / (w - 1) * 2 - 1, ys / (h - 1) * 2 - 1], -1).float().expand(n, h, w, 2)
+
+
+def test_deform_carries_the_flow_to_every_level():
+    flow = _identity_flow(1, 32, 16)
+    shifted = flow.clone()
+    shifted[..., 0] -= 4 / 15 * 2  # Every image pixel samples 4 px to its left.
+    for stride in (1, 2, 4):
+        columns = torch.arange(16 // stride).float().expand(1, 2, 32 // stride, 16 // stride)
+        torch.testing.assert_close(deform(columns, flow), columns, atol=1e-4, rtol=0)  # Identity at every level.
+        out = deform(columns, shifted)[0, 0, 5]
+        expected = (torch.arange(16 // stride) - 4 / stride).clamp(min=0)  # Border padding on the left edge.
+        torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
+
+
+def test_deformable_skips_move_the_skips_and_keep_the_weights():
+    torch.manual_seed(0)
+    plain = VDG(_tiny(), refine=False)
+    warped = VDG(dataclasses.replace(_tiny(), deform_skips=True), refine=False)
+    warped.load_state_dict(plain.state_dict())  # The same weights: the flow is the only difference.
+    src, maps = torch.rand(2, 3, 32, 16), torch.rand(2, 18, 32, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(warped(src, maps, maps, _identity_flow(2, 32, 16))[0], plain(src, maps, maps)[0],
+                                   atol=1e-4, rtol=0)
+        pose = torch.tensor([[8.0, 8], [10, 8], [10, 5], [16, 4], [20, 4], [10, 11], [16, 12], [20, 12], [20, 6],
+                             [25, 6], [30, 6], [20, 10], [25, 10], [30, 10], [7, 7], [7, 9], [7, 6], [7, 10]])
+        moved = (pose + torch.tensor([0.0, 3.0]))[None].expand(2, -1, -1)
+        flow = condition(pose[None].expand(2, -1, -1), moved, (32, 16), flow=True)["flow"]
+        assert not torch.allclose(warped(src, maps, maps, flow)[0], plain(src, maps, maps)[0], atol=1e-3)
+    with pytest.raises(ValueError, match="part flow"):
+        warped(src, maps, maps)

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from reid_augment.cli import cli
 from reid_augment.images import load_rgb
-from reid_augment.partwarp import _affine, part_layers, warp_to_pose
+from reid_augment.partwarp import _affine, part_flow, part_layers, warp_to_pose
 from reid_augment.poses import read_poses
 
 
@@ -41,6 +41,24 @@ def test_warp_moves_the_parts_with_the_pose_and_keeps_the_rest(cuhk_dir):
     far = pose.copy()
     far[:] = -1  # No joint in the target: nothing to move.
     assert np.array_equal(warp_to_pose(image, pose, far), image)
+
+
+def test_part_flow_moves_what_the_warp_moves_and_leaves_the_background(cuhk_dir):
+    poses = read_poses(cuhk_dir / "annotations.csv")
+    pose = poses.lookup([poses.names[0]])[0]
+    h, w = 128, 64
+    ys, xs = np.mgrid[0:h, 0:w]
+    flow = part_flow(pose, pose, (h, w))  # Same pose: every pixel samples itself.
+    assert np.allclose((flow[..., 0] + 1) / 2 * (w - 1), xs, atol=1e-3)
+    assert np.allclose((flow[..., 1] + 1) / 2 * (h - 1), ys, atol=1e-3)
+    moved = pose.copy()
+    moved[pose[:, 0] >= 0] += [0, 6]
+    flow = part_flow(pose, moved, (h, w))
+    covered = np.any(part_layers(pose, moved, (h, w))[1] > 0, axis=0)
+    source_x = (flow[..., 0] + 1) / 2 * (w - 1)
+    assert covered.sum() > 500 and (~covered).sum() > 500
+    assert np.allclose(source_x[covered], xs[covered] - 6, atol=1e-3)  # Body: from 6 px to the left.
+    assert np.allclose(source_x[~covered], xs[~covered], atol=1e-3)  # Background: where it was.
 
 
 def test_the_warp_verb_writes_generates_manifest_and_resumes(cuhk_dir, tmp_path):

@@ -220,7 +220,7 @@ def test_resume_with_other_settings_is_refused_unless_forced(cuhk_dir, workdir, 
 
 
 def test_a_resume_may_move_only_the_end_of_an_unfinished_reconstruction_stage(cuhk_dir, workdir, tmp_path):
-    """As benchmarks/quality_run.py trains for minutes: the reconstruction stage with a rec_steps never reached and a
+    """As experiments/quality_run.py trains for minutes: the reconstruction stage with a rec_steps never reached and a
     time limit, then the refinement stage with rec_steps = the step reached. Once in the refinement stage, another
     rec_steps would train the reconstruction stage again (larger) or shift the refinement steps (smaller)."""
     run = tmp_path / "run"
@@ -395,3 +395,19 @@ def test_the_checkpoint_records_the_precision_and_a_resume_keeps_it(cuhk_dir, wo
     monkeypatch.setattr(device, "bf16_available", lambda dev: False)
     precision, note = device.choose_precision(torch.device("cpu"), "auto", "bf16")
     assert precision == "float32" and "no bf16: continuing in float32" in note and "\n" not in note
+
+
+def test_deformable_skips_train_export_and_generate(cuhk_dir, workdir, tmp_path):
+    from reid_augment.config import GenerateConfig
+    from reid_augment.generate import generate
+
+    ckpt = _train(cuhk_dir, workdir, tmp_path / "run", "model.deform_skips=true", "train.rec_steps=30",
+                  "train.ref_steps=0", "train.log_every=10", stage="rec")
+    logs = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
+    assert logs[-1]["rec_l1"] < logs[0]["rec_l1"]
+    model, _ = load_generator(tmp_path / "run" / "checkpoints" / "generator.safetensors")
+    assert model.cfg.deform_skips and model.rec.deform_skips  # The design travels in the shared file.
+    result = generate(cuhk_dir, ckpt, cuhk_dir / "annotations.csv", tmp_path / "out",
+                      GenerateConfig(per_id=1, num_workers=0, score=False), device="cpu", progress=False)
+    rows = pd.read_csv(result.manifest)
+    assert result.generated == len(rows) > 0 and all((tmp_path / "out" / name).is_file() for name in rows["image"])

@@ -1,21 +1,28 @@
 """Train a generator on a Market-layout data set, then measure it against copying the source on held-out people.
 
-The prepared run behind the bundled generator and its model card: build-pairs (training identities, and test
-pairs from the held-out identities' own pose file), train, export `<name>.safetensors` (bf16), evaluate on N test
-pairs (SSIM, mask-SSIM, PCKh, each beside the copy-the-source baseline, and the PCKh of the real targets), then write the file again with the
-model card (command, recipe, steps, time, data, scores) in its metadata. Prints one JSON line and writes
-quality_run.json to --out. Rerunning into the same --out resumes training, or skips it when it is done.
+The one command behind the bundled generator and its model card: build-pairs (training identities, and test
+pairs from the held-out identities' own pose file), train from scratch for the recipe's steps, export
+`<name>.safetensors` (bf16), evaluate on N test pairs (SSIM, mask-SSIM, PCKh, edge energy and, with
+--reid-model, identity retention, each beside copying the source and the real targets), then write the file
+again with the model card (command, CPU or GPU, precision, steps, minutes, data, scores) in its metadata. Prints
+one JSON line and writes quality_run.json to --out. Rerunning into the same --out resumes training, or skips it
+when it is done.
+
+The held-out people are split in two by person id: design choices (A/Bs, stage, sigma) are scored on the first
+half (`--split validation`, the default), the model card on the second (`--split report`), which no design
+choice has looked at.
 
 The schedule is the recipe's steps, or wall-clock minutes per stage (--rec-minutes and --ref-minutes: each stage
 trains until its minutes are spent, across reruns), which is how an equal-time A/B of designs runs: two arms side
-by side with --threads 1 each, then `benchmarks/design_ab.py` puts them in one table. --init-from starts both
+by side with --threads 1 each, then `experiments/design_ab.py` puts them in one table. --init-from starts both
 generators from a trained one (the recipe may grow its design: `networks.warm_start`).
 
 Usage:
-  python benchmarks/quality_run.py --data ../shared/data/cuhk03-market --recipe small --out quality   # defaults
+  python experiments/quality_run.py --data ../shared/data/cuhk03-market --recipe small --set train.ref_steps=0 \
+      --output-stage coarse --split report --out quality   # the bundled file's command
   cp quality/cuhk03-small.safetensors reid_augment/generators/   # ship it: --checkpoint cuhk03-small
-  python benchmarks/quality_run.py --data data/cuhk03-market --device cuda --set train.rec_steps=20000 ...
-  python benchmarks/quality_run.py --out ab/pose-decoder --threads 1 --rec-minutes 30 --ref-minutes 30 \
+  python experiments/quality_run.py --data data/cuhk03-market --device cuda --set train.rec_steps=20000 ...
+  python experiments/quality_run.py --out ab/pose-decoder --threads 1 --rec-minutes 30 --ref-minutes 30 \
       --init-from cuhk03-small --set model.pose_to_decoder=true
 """
 
@@ -45,6 +52,11 @@ def main() -> None:
     parser.add_argument("--recipe", default="small")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--eval-pairs", type=int, default=500, help="Test pairs scored (sampled with seed 0).")
+    parser.add_argument("--split", choices=SPLITS, default="validation",
+                        help="Which half of the held-out people to score: validation (the first half by person "
+                             "id, for design choices) or report (the second, for the model card).")
+    parser.add_argument("--reid-model", help="A re-ID checkpoint trained on the data set's real training images "
+                                             "(e.g. a reid-benchmark baseline arm): adds identity retention.")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("quality"))
     parser.add_argument("--name", help="Name of the generator file (default: <data>-<recipe>, cuhk03 for "
@@ -56,7 +68,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default).")
     parser.add_argument("--output-stage", choices=["refined", "coarse"], default="refined",
                         help="What the exported generator renders: G_ref's refined image (the paper's), or G_rec's "
-                             "coarse image (benchmarks/stage_ablation.py measures which serves).")
+                             "coarse image (experiments/stage_ablation.py measures which serves).")
     parser.add_argument("--precision", choices=["auto", "float32", "bf16"], default="auto",
                         help="Training's arithmetic: the recipe's (bf16 autocast where device.fast_bf16 measures it "
                              "faster), float32 (train.amp=float32), or bf16 forced (train.amp=bf16), to measure what "
@@ -81,37 +93,55 @@ def main() -> None:
     name = args.name or f"{args.data.name.replace('cuhk03-market', 'cuhk03')}-{args.recipe}"
     refine = args.output_stage == "refined"
     shared = export_generator(run, args.out / f"{name}.safetensors", bf16=True, refine=refine)
-    pairs = pd.read_csv(work / "pairs-test.csv")
-    pairs.sample(min(args.eval_pairs, len(pairs)), random_state=0).to_csv(work / "pairs-eval.csv", index=False)
-    report = evaluate(args.data, work / "pairs-eval.csv", args.data / "annotations-test.csv", args.out / "report",
-                      checkpoint=shared, device=str(dev))
+    half, persons = split_pairs(pd.read_csv(work / "pairs-test.csv", dtype={"pid": str}), args.split)
+    eval_pairs = work / f"pairs-{args.split}.csv"
+    half.sample(min(args.eval_pairs, len(half)), random_state=0).to_csv(eval_pairs, index=False)
+    report = evaluate(args.data, eval_pairs, args.data / "annotations-test.csv", args.out / f"report-{args.split}",
+                      checkpoint=shared, device=str(dev), reid_model=args.reid_model)
     m = report.metrics
-    result = {"data": str(args.data), "recipe": recipe.name, "device": torch.cuda.get_device_name(dev)
-              if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+    keys = ("ssim", "mask_ssim", "pckh", "edge_energy")
+    result = {"data": str(args.data), "recipe": recipe.name, "device": device.describe(dev),
               "steps": [recipe.train.rec_steps, recipe.train.ref_steps], "batch_size": recipe.train.batch_size,
-              "output_stage": args.output_stage, "bf16": load_checkpoint(checkpoint).get("precision") == "bf16",
+              "output_stage": args.output_stage, "precision": load_checkpoint(checkpoint).get("precision"),
               "train_minutes": round(train_seconds / 60, 1), "checkpoint": str(checkpoint), "generator": str(shared),
-              "generator_mib": round(shared.stat().st_size / 2**20, 2), "eval_pairs": m["num_pairs"],
-              "model": {k: m[k] for k in ("ssim", "mask_ssim", "pckh")},
-              "copy_source": {k: m["baseline"][k] for k in ("ssim", "mask_ssim", "pckh")},
+              "generator_mib": round(shared.stat().st_size / 2**20, 2), "split": args.split, "persons": persons,
+              "eval_pairs": m["num_pairs"], "report": str(args.out / f"report-{args.split}"),
+              "model": {k: m.get(k) for k in keys},
+              "copy_source": {k: m["baseline"].get(k) for k in keys},
               "real_target": {"pckh": m["real_target"]["pckh"]}}
+    if m.get("identity"):
+        result["model"]["identity_retention"] = m["identity"]["identity_retention"]
+        result["real_target"]["identity_retention"] = m["identity"]["real_target_retention"]
     if args.init_from:  # The donor's training counts: the card gives the total and where it came from.
         donor = read_metadata(resolve_generator(args.init_from))
         result["init_from"] = {"generator": args.init_from, "train_minutes": float(donor.get("train_minutes", 0)),
                                "steps": donor.get("steps"), "command": donor.get("command")}
         result["train_minutes_total"] = round(result["train_minutes"] + result["init_from"]["train_minutes"], 1)
     card = {"command": shlex.join(["python", *sys.argv]), "device": result["device"],
+            "precision": str(result["precision"]),
             "train_minutes": str(result.get("train_minutes_total", result["train_minutes"])),
             "batch_size": str(recipe.train.batch_size), "steps": f"{recipe.train.rec_steps}+{recipe.train.ref_steps}",
             "output_stage": args.output_stage,
             **({"init_from": json.dumps(result["init_from"])} if args.init_from else {}),
             "train_data": f"{args.data.name}: {args.data / 'bounding_box_train'} (annotations-train.csv)",
-            "eval": json.dumps({"pairs": m["num_pairs"], "identities": "held out (annotations-test.csv)",
+            "eval": json.dumps({"pairs": m["num_pairs"], "split": args.split, "persons": persons,
+                                "identities": "held out (annotations-test.csv)",
                                 "model": result["model"], "copy_source": result["copy_source"],
                                 "real_target": result["real_target"]})}
     export_generator(run, shared, bf16=True, extra=card, refine=refine)
     (args.out / "quality_run.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result))
+
+
+SPLITS = ("validation", "report")
+
+
+def split_pairs(pairs: pd.DataFrame, split: str) -> tuple[pd.DataFrame, str]:
+    """The test pairs of one half of the held-out people: sorted by person id, the first half is `validation`, the
+    rest `report`. Returns the pairs and the half's persons as 'first-last'."""
+    persons = sorted(pairs["pid"].unique())
+    half = persons[: len(persons) // 2] if split == "validation" else persons[len(persons) // 2:]
+    return pairs[pairs["pid"].isin(half)].reset_index(drop=True), f"{half[0]}-{half[-1]}"
 
 
 def _train_for_minutes(args: argparse.Namespace, work: Path, run: Path, dev: str):

@@ -7,7 +7,7 @@ OUT/settings.md: the setting, its steps, training minutes, and mAP / Rank-1 at e
 `ReidBenchmarkConfig` fields given as --set key=value.
 
 Usage (2 CPU threads, cuhk03-market: 6,264 training crops of 643 people; 200 query, 775 gallery):
-  python benchmarks/reid_settings.py --data ../shared/data/cuhk03-market --out rs --name osnet-lr3e-3 \\
+  python experiments/reid_settings.py --data ../shared/data/cuhk03-market --out rs --name osnet-lr3e-3 \\
       --set model=osnet_x0_25 --set lr=3e-3 --set schedule=cosine --set warmup_steps=200 --set steps=2600 \\
       --set height=128 --set width=64 --set eval_every=650
 """

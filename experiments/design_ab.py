@@ -1,21 +1,22 @@
 """One table for an equal-time A/B of generator designs: each arm a `quality_run.py` run, scored on the same pairs.
 
 Where compute is short a design must win at the budget it will get, not at 150 steps. Each arm is a
-`benchmarks/quality_run.py` run with wall-clock minutes per stage (--rec-minutes, --ref-minutes) instead of steps,
-so every arm trains for the same time and a costlier design takes fewer steps; arms may run side by side with
---threads 1 each (then the same interference hits both). Every arm is scored by `evaluate` on the same held-out
-pairs (500 of persons 0644-0743 sampled with seed 0 on cuhk03-market): SSIM, mask-SSIM and pooled PCKh, beside
-copying the source and the PCKh of the real targets (the estimator's ceiling). This script reads the arms'
-quality_run.json, report/metrics.json, report/pairs.csv (each arm's PCKh against the first arm's on the same
-pairs, with a paired bootstrap interval) and run/stats.jsonl (G_rec's training L1 over its last logged steps), and
-prints the markdown table with each arm's command.
+`experiments/quality_run.py` run with wall-clock minutes per stage (--rec-minutes, --ref-minutes), or with steps
+in the ratio of the designs' measured step costs, so every arm trains for the same time and a costlier design
+takes fewer steps; arms may run side by side with --threads 1 each (then the same interference hits both). Every
+arm is scored by `evaluate` on the same held-out pairs of the validation half (500 of persons 0644-0693 sampled
+with seed 0 on cuhk03-market; the report half is the model card's): SSIM, mask-SSIM, pooled PCKh, edge energy and,
+where the arms were run with --reid-model, identity retention, beside copying the source and the real targets.
+This script reads the arms' quality_run.json, its report's metrics.json and pairs.csv (each arm's PCKh against
+the first arm's on the same pairs, with a paired bootstrap interval) and run/stats.jsonl (G_rec's training L1
+over its last logged steps), and prints the markdown table with each arm's command.
 
 Usage:
-  python benchmarks/quality_run.py --out ab/base --threads 1 --rec-minutes 40 --ref-minutes 25 &
-  python benchmarks/quality_run.py --out ab/pose-decoder --threads 1 --rec-minutes 40 --ref-minutes 25 \\
+  python experiments/quality_run.py --out ab/base --threads 1 --rec-minutes 40 --ref-minutes 25 &
+  python experiments/quality_run.py --out ab/pose-decoder --threads 1 --rec-minutes 40 --ref-minutes 25 \\
       --set model.pose_to_decoder=true &
-  wait; python benchmarks/design_ab.py ab/base ab/pose-decoder
-  python benchmarks/design_ab.py ab/float32 ab/bf16 --losses   # also the training L1 of every logged step
+  wait; python experiments/design_ab.py ab/base ab/pose-decoder
+  python experiments/design_ab.py ab/float32 ab/bf16 --losses   # also the training L1 of every logged step
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ def table(arms: list[Path]) -> str:
     rows, commands = [], []
     for i, arm in enumerate(arms):
         run = json.loads((arm / "quality_run.json").read_text())
-        metrics = json.loads((arm / "report" / "metrics.json").read_text())
-        scores = pd.read_csv(arm / "report" / "pairs.csv")  # Per pair, in the order every arm scored them.
+        report = Path(run.get("report", arm / "report"))
+        metrics = json.loads((report / "metrics.json").read_text())
+        scores = pd.read_csv(report / "pairs.csv")  # Per pair, in the order every arm scored them.
         pckh = scores["pckh"]
         if i == 0:
             reference, first = metrics, pckh
@@ -47,14 +49,22 @@ def table(arms: list[Path]) -> str:
         m = run["model"]
         gain = _paired_gain(pckh, first, joints) if i else "-"
         rows.append(f"| {arm.name} | {run['steps'][0]:,} + {run['steps'][1]:,} | {run['train_minutes']} | "
-                    f"{_last_rec_l1(arm)} | {m['ssim']:.3f} | {m['mask_ssim']:.3f} | {m['pckh']:.3f} | {gain} |")
+                    f"{_last_rec_l1(arm)} | {m['ssim']:.3f} | {m['mask_ssim']:.3f} | {m['pckh']:.3f} | {gain} | "
+                    f"{_fmt(m.get('edge_energy'))} | {_fmt(m.get('identity_retention'))} |")
         commands.append(f"    {read_metadata(run['generator'])['command']}")  # The model card's.
     copy, ceiling = reference["baseline"], reference["real_target"]["pckh"]
+    identity = reference.get("identity") or {}
     lines = [f"| arm | steps (rec + ref) | train minutes | last rec L1 | SSIM | mask-SSIM | PCKh | PCKh minus "
-             f"{arms[0].name} (95% CI) |", "|---|---|---|---|---|---|---|---|", *rows,
-             f"| copy the source | - | - | - | {copy['ssim']:.3f} | {copy['mask_ssim']:.3f} | {copy['pckh']:.3f} | |",
-             f"| real target (ceiling) | - | - | - | 1.000 | 1.000 | {ceiling:.3f} | |"]
+             f"{arms[0].name} (95% CI) | edge energy | identity retention |", "|---" * 10 + "|", *rows,
+             f"| copy the source | - | - | - | {copy['ssim']:.3f} | {copy['mask_ssim']:.3f} | {copy['pckh']:.3f} | | "
+             f"{_fmt(copy.get('edge_energy'))} | {'1.00' if identity else '-'} |",
+             f"| real target (ceiling) | - | - | - | 1.000 | 1.000 | {ceiling:.3f} | | 1.00 | "
+             f"{_fmt(identity.get('real_target_retention'))} |"]
     return "\n".join(lines) + f"\n\n{reference['num_pairs']} held-out pairs. Commands:\n\n" + "\n".join(commands) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _target_joints(targets: pd.Series, annotations: Path) -> np.ndarray:

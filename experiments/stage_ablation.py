@@ -5,7 +5,7 @@ by `evaluate` (SSIM, mask-SSIM, pooled PCKh beside copying the source and the re
 a quality run (its work/pairs-eval.csv). Prints one JSON line per stage.
 
 Usage:
-  python benchmarks/stage_ablation.py --generator cuhk03-small --pairs quality/work/pairs-eval.csv --out ablation
+  python experiments/stage_ablation.py --generator cuhk03-small --pairs quality/work/pairs-eval.csv --out ablation
 """
 
 from __future__ import annotations

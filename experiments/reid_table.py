@@ -7,7 +7,7 @@ mAP difference's 95% Student t interval over the seeds with the smallest differe
 power). Refuses folders whose baselines differ (then they are not one comparison).
 
 Usage:
-  python benchmarks/reid_table.py rb/bench-ungated rb/bench-gated --name ungated --name "gated (best 4 of 12)"
+  python experiments/reid_table.py rb/bench-ungated rb/bench-gated --name ungated --name "gated (best 4 of 12)"
 """
 
 from __future__ import annotations
