@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from reid_augment.weights import save_checkpoint
+from reid_augment.checkpoints import save_checkpoint
 from reid_augment.config import GenerateConfig, load_recipe
 from reid_augment.generate import generate
 from reid_augment.networks import VDG
-from reid_augment.device import resolve_device
+from reid_augment.device import describe, resolve_device
 
 SAMPLE = Path(__file__).resolve().parent.parent / "reid_augment" / "sample" / "cuhk03"
 
@@ -44,7 +44,7 @@ def bare_forward_rate(model: VDG, size: tuple[int, int], batch: int, dev: torch.
 
 _PEAK = """
 import resource, sys, torch
-from reid_augment.weights import save_checkpoint
+from reid_augment.checkpoints import save_checkpoint
 from reid_augment.config import GenerateConfig, load_recipe
 from reid_augment.generate import generate
 from reid_augment.networks import VDG
@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--memory", action="store_true", help="Peak memory at growing N instead of speed.")
+    parser.add_argument("--score", action="store_true", help="Score every image by PCKh, as generate does by default "
+                                                              "(needs the offline pose backend).")
     args = parser.parse_args()
     if args.memory:
         peak_memory([4, 32, 128])
@@ -98,12 +100,12 @@ def main() -> None:
         start = time.perf_counter()
         result = generate(SAMPLE, ckpt, SAMPLE / "annotations.csv", Path(tmp) / "out",
                           GenerateConfig(per_id=args.per_id, batch_size=args.batch_size, num_workers=args.workers,
-                                         score=False),
+                                         score=args.score),
                           device=str(dev), progress=False)
         end_to_end = result.generated / (time.perf_counter() - start)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    print(json.dumps({"bench": "generate", "device": name, "torch": torch.__version__, "recipe": args.recipe,
+    print(json.dumps({"bench": "generate", "device": describe(dev), "torch": torch.__version__, "recipe": args.recipe,
                       "batch_size": args.batch_size, "images": result.generated,
+                      "scored": result.scored_with is not None,
                       "end_to_end_images_per_s": round(end_to_end, 2), "bare_forward_images_per_s": round(bare, 2),
                       "ratio": round(end_to_end / bare, 3)}))
 

@@ -6,6 +6,8 @@ round by round so that load from anything else on the machine hits every setting
 Also prints what `device.fast_bf16` decides here. Synthetic inputs (random images and heatmaps): the cost of a step
 does not depend on the pixels.
 
+Prints a markdown table, and one JSON line per recipe for `run_all.py`.
+
 Usage:
   python benchmarks/bench_precision.py                  # prints a markdown table
   python benchmarks/bench_precision.py --rounds 5 --recipes small
@@ -14,14 +16,14 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import platform
+import json
 import statistics
 import time
 
 import torch
 
 from reid_augment.config import load_recipe
-from reid_augment.device import fast_bf16
+from reid_augment.device import describe, fast_bf16
 from reid_augment.networks import VDG, coarse_image
 
 SETTINGS = (("float32", "NCHW"), ("float32", "channels_last"), ("bf16", "NCHW"), ("bf16", "channels_last"))
@@ -57,8 +59,8 @@ def main() -> None:
     parser.add_argument("--market-batch", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
-    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
-          f"{torch.__version__}; fast_bf16(cpu) = {fast_bf16(torch.device('cpu'))}\n")
+    cpu = torch.device("cpu")
+    print(f"{describe(cpu)}, torch {torch.__version__}; fast_bf16(cpu) = {fast_bf16(cpu)}\n")
     print("| recipe (batch) | " + " | ".join(f"{p} {f}" for p, f in SETTINGS) + " |")
     print("|---|" + "---|" * len(SETTINGS))
     for name in args.recipes:
@@ -73,6 +75,9 @@ def main() -> None:
         base = statistics.median(times[SETTINGS[0]])
         cells = [f"{statistics.median(times[s]):.2f} s ({base / statistics.median(times[s]):.2f}x)" for s in SETTINGS]
         print(f"| {name} ({batch}) | " + " | ".join(cells) + " |")
+        print(json.dumps({"bench": "precision", "device": describe(cpu), "recipe": name, "batch_size": batch,
+                          "fast_bf16": fast_bf16(cpu), "seconds_per_step": {f"{p} {f}": round(
+                              statistics.median(times[(p, f)]), 3) for p, f in SETTINGS}}))
 
 
 if __name__ == "__main__":

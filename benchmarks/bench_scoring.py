@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from reid_augment.generate import available_cores
+from reid_augment.device import available_cores, describe
 from reid_augment.pckh import PoseScorer
 from reid_augment.poses import read_poses
 
@@ -49,7 +50,8 @@ def main() -> None:
             seconds = time.perf_counter() - start
         reference = first if reference is None else reference
         images = len(files) * args.repeat
-        print(json.dumps({"bench": "scoring", "processes": processes, "cores": available_cores(), "images": images,
+        print(json.dumps({"bench": "scoring", "device": describe(torch.device("cpu")), "processes": processes,
+                          "cores": available_cores(), "images": images,
                           "images_per_s": round(images / seconds, 1), "first_pass_s": round(first_s, 1),
                           "same_scores": bool(np.array_equal(first, reference, equal_nan=True))}))
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
+from reid_augment.checkpoints import load_checkpoint
 from reid_augment.config import PairConfig, load_recipe
 from reid_augment.pairs import build_pairs, save_pair_set
 from reid_augment.poses import read_poses
 from reid_augment.device import describe, resolve_device
 from reid_augment.train import train
-from reid_augment.weights import load_checkpoint
 
 SAMPLE = Path(__file__).resolve().parent.parent / "reid_augment" / "sample" / "cuhk03"
 

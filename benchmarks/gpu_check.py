@@ -291,7 +291,7 @@ def paper_schedule(report: dict, base) -> None:
 def generation_rate(images: Path, poses: Path, base, gen_batch: int, per_id: int, dev: torch.device,
                     tmp: Path) -> dict:
     """`generate` end to end against the bare generator forward pass, same (untrained) model and batch."""
-    from reid_augment.weights import save_checkpoint
+    from reid_augment.checkpoints import save_checkpoint
 
     torch.manual_seed(0)
     model = VDG(base.model).eval()

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from reid_augment.device import describe, resolve_device
+
 HERE = Path(__file__).resolve().parent
 TABLE_FILES = (HERE / "RESULTS.md", HERE.parent / "README.md")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -44,7 +46,8 @@ def row(record: dict) -> str:
         return (f"| train {record['stage']} stage ({record['recipe']}, batch {record['batch_size']}, {record['device']}) | "
                 f"{record['images_per_s']} images/s | data wait {record['data_wait_share']:.1%} of step time |")
     if b == "generate":
-        return (f"| generate end to end ({record['recipe']}, batch {record['batch_size']}, {record['device']}) | "
+        scored = "PCKh scoring on (the default)" if record.get("scored") else "--no-score"
+        return (f"| generate end to end ({record['recipe']}, batch {record['batch_size']}, {scored}, {record['device']}) | "
                 f"{record['end_to_end_images_per_s']} images/s | bare forward {record['bare_forward_images_per_s']} "
                 f"images/s; ratio {record['ratio']:.0%} |")
     if b == "generate_memory":
@@ -59,6 +62,18 @@ def row(record: dict) -> str:
         what = "SSIM, mask-SSIM and PCKh" if record.get("pckh") else "SSIM and mask-SSIM"
         return (f"| evaluate {what}, model and copy baseline ({record['device']}) | {record['pairs_per_s']} pairs/s | "
                 f"{record['pairs']} pairs |")
+    if b == "precision":
+        steps = record["seconds_per_step"]
+        base = steps["float32 NCHW"]
+        cells = ", ".join(f"{k} {v:.2f} s ({base / v:.2f}x)" for k, v in steps.items())
+        return (f"| train rec step by precision and layout ({record['recipe']}, batch {record['batch_size']}, "
+                f"synthetic) | {cells} | device.fast_bf16 picks {'bf16' if record['fast_bf16'] else 'float32'} |")
+    if b == "scoring":
+        if "skipped" in record:
+            return f"| generate's PCKh scoring | skipped | {record['skipped']} |"
+        return (f"| generate's PCKh scoring, {record['processes']} processes (MediaPipe, JPEG bytes) | "
+                f"{record['images_per_s']} images/s | first pass (start-up) {record['first_pass_s']} s; "
+                f"{record['images']} images |")
     return f"| {b} | {record} | |"
 
 
@@ -74,10 +89,12 @@ def main() -> None:
     records = (run("bench_pairs.py") + run("bench_estimate.py", *dev)
                + run("bench_train.py", "--recipe", "tiny", "--batch-size", "8", "--steps", "20", *dev)
                + run("bench_train.py", "--recipe", "market1501", *market_train, *dev)
-               + run("bench_generate.py", *market_generate, *dev) + run("bench_generate.py", "--memory")
+               + run("bench_precision.py", "--recipes", "small", "--rounds", "3")
+               + run("bench_generate.py", *market_generate, *dev)
+               + run("bench_generate.py", *market_generate, "--score", *dev)
+               + run("bench_generate.py", "--memory") + run("bench_scoring.py", "--processes", "1,2")
                + run("bench_metrics.py") + run("bench_masks.py", *dev))
-    device = torch.cuda.get_device_name(0) if cuda else (
-        f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
+    device = describe(resolve_device(args.device))
     table = "\n".join([BEGIN, f"Run {date.today()} on {device}, torch {torch.__version__}, Python "
                        f"{platform.python_version()}.", "", "| benchmark | figure | detail |", "|---|---|---|",
                        *map(row, records), END])

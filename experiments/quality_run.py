@@ -39,11 +39,12 @@ import pandas as pd
 import torch
 
 from reid_augment import device
+from reid_augment.checkpoints import load_checkpoint
 from reid_augment.config import PairConfig, load_recipe
 from reid_augment.evaluate import evaluate
 from reid_augment.pairs import run_build_pairs
 from reid_augment.train import train
-from reid_augment.weights import export_generator, load_checkpoint, read_metadata, resolve_generator
+from reid_augment.weights import export_generator, read_metadata, resolve_generator
 
 
 def main() -> None:

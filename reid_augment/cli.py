@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 
 import click
 
 from . import __version__
 from .errors import ReidAugmentError
+from .layouts import open_data_set
 from .workdir import DEFAULT_ROOT as DEFAULT_WORKDIR, WorkDir
 
 
@@ -50,15 +50,6 @@ def cli() -> None:
 _layout_option = click.option(
     "--layout", type=click.Choice(["market1501", "msmt17", "flat", "by-person"]), default=None,
     help="The data set's layout (default: detected). market1501 also covers CUHK03-NP and DukeMTMC-reID.")
-
-
-def _data_set(images: str, layout: str | None, *splits: str):
-    """IMAGES as the data set a command reads: its layout (forced by --layout) and, when given, only `splits`
-    (names then need be unique among those alone). Path-like, so it goes wherever a folder is taken."""
-    from .layouts import detect_layout
-
-    found = detect_layout(images, layout)
-    return found.only(*splits) if splits else found
 
 
 def _size(_ctx, _param, value: str | None) -> tuple[int, int] | None:
@@ -217,7 +208,7 @@ def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, 
     from pathlib import Path
 
     from .config import dump_recipe, load_recipe
-    from .device import resolve_device
+    from .runtime import is_main_process
     from .train import train
 
     resolved = load_recipe(recipe, overrides)
@@ -226,15 +217,10 @@ def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, 
         return
     work = WorkDir(workdir)
     run_dir = Path(run_dir) if run_dir else work.run(resolved.name)
-    if resolve_device(device).type == "cpu" and resolved.train.rec_steps + resolved.train.ref_steps > 2000:
-        click.echo(f"note: no GPU, training on the CPU. The '{resolved.name}' recipe's "
-                   f"{resolved.train.rec_steps + resolved.train.ref_steps} steps can take days here (the paper-size "
-                   f"model runs at about 0.3 images/s on 2 cores; the progress bar shows the ETA). Try --recipe tiny, "
-                   f"or a CUDA machine.", err=True)
-    checkpoint = train(_data_set(images, layout, "train"), resolved, run_dir, pairs or work.train_pairs,
+    checkpoint = train(open_data_set(images, layout, "train"), resolved, run_dir, pairs or work.train_pairs,
                        poses or work.poses, stage=stage, device=device, resume=resume, force=force,
                        tensorboard=tensorboard, time_limit=time_limit)
-    if int(os.environ.get("RANK", 0)) == 0:  # Under torchrun, one summary.
+    if is_main_process():  # Under torchrun, one summary.
             click.echo(f"Trained '{resolved.name}' ({stage} stage{'s' if stage == 'all' else ''}) into {run_dir}: "
                    f"losses in stats.jsonl, sample grids in samples/, checkpoint {checkpoint}.")
 
@@ -295,7 +281,7 @@ def generate_cmd(images, per_id, workdir, checkpoint, out, strategy, kmeans_k, s
     share, how = resolve_shard(shard)
     if how:
         click.echo(how, err=True)
-    result = generate(_data_set(images, layout, "train"), checkpoint, poses or work.poses,
+    result = generate(open_data_set(images, layout, "train"), checkpoint, poses or work.poses,
                       out or work.generated, cfg, share, device)
     click.echo(result.summary())
 
@@ -313,7 +299,7 @@ def warp_cmd(images, per_id, poses, out, strategy, seed, shard, layout) -> None:
     """Generate N images of every identity of IMAGES by moving its body parts to new poses (per-part affine
     warps of the source crop, Def-GAN's part transforms; no model, no training), with generate's manifest."""
     from .config import GenerateConfig
-    from .generate import parse_shard
+    from .shards import parse_shard
     from .warpgen import warp_images
 
     cfg = GenerateConfig(per_id=per_id, strategy=strategy, seed=seed, layout=layout)
@@ -354,13 +340,7 @@ def export_cmd(out, root, new_root, copy, out_size, layout) -> None:
     """
     from .export import export
 
-    counts = export(out, root, new_root, copy, out_size, layout)
-    resized = f", {counts['resized']} of them resized to their source's size" if counts["resized"] else ""
-    unknown = (f"; {counts['unknown_source']} whose source is not in ROOT were skipped"
-               if counts["unknown_source"] else "")
-    click.echo(f"Wrote {new_root}: its training split holds {counts['original']} original and "
-               f"{counts['generated']} generated images{resized}{unknown}; query and gallery are unchanged "
-               f"({'copied' if copy else 'linked'}).")
+    click.echo(export(out, root, new_root, copy, out_size, layout).summary())
 
 
 @cli.command("export-generator")
@@ -378,12 +358,8 @@ def export_generator_cmd(source, output, bf16) -> None:
     Examples:
       reid-augment export-generator work/runs/market1501 -o market1501-vdg.safetensors
     """
-    from pathlib import Path
-
     from .weights import export_generator
 
-    if Path(output).suffix != ".safetensors":
-        raise click.BadParameter(f"{output}: the file name must end in .safetensors", param_hint="-o")
     path = export_generator(source, output, bf16)
     click.echo(f"Wrote {path} ({path.stat().st_size / 2**20:.1f} MiB{', bf16' if bf16 else ''}).")
 
@@ -394,7 +370,7 @@ def export_generator_cmd(source, output, bf16) -> None:
 @click.option("--trust", is_flag=True, help="Confirm that you trust OLD: converting unpickles it, which can run code.")
 def convert_checkpoint_cmd(old, new, trust) -> None:
     """Rewrite a format-1 checkpoint (reid-augment 0.1) as format 2, which loads without unpickling code."""
-    from .weights import convert_checkpoint
+    from .checkpoints import convert_checkpoint
 
     convert_checkpoint(old, new, trust)
     click.echo(f"Wrote {new}: a format-2 checkpoint (tensors and plain data only).")
@@ -437,7 +413,7 @@ def evaluate_cmd(images, workdir, checkpoint, generated, pairs, poses, report_di
     from .evaluate import evaluate
 
     work = WorkDir(workdir)
-    report = evaluate(_data_set(images, layout), pairs or work.test_pairs, poses or work.target_poses(),
+    report = evaluate(open_data_set(images, layout), pairs or work.test_pairs, poses or work.target_poses(),
                       report_dir or work.report,
                       checkpoint=checkpoint, generated=generated, inception_weights=inception_weights,
                       batch_size=batch_size, device=device, pckh=not no_pckh, reid_model=reid_model,
@@ -592,19 +568,11 @@ def filter_cmd(manifest, reid_model, reid_arch, root, output, margin, device, la
 @_layout_option
 def preview_cmd(images, workdir, pairs, poses, count, seed, output, layout) -> None:
     """Draw a few pairs with their pose skeletons, to check poses and pairs before training."""
-    from .fileio import save_png
-    from .images import scan_images
-    from .pairs import read_pair_file
-    from .poses import read_poses
-    from .preview import pair_sheet
+    from .pairs import preview_pairs
 
     work = WorkDir(workdir)
-    found = scan_images(images, layout=layout).images
-    sheet = pair_sheet(read_pair_file(pairs or work.train_pairs), read_poses(poses or work.poses),
-                       dict(zip(found["name"], found["path"])), count, seed)
-    output = output or work.pairs_preview
-    save_png(output, sheet)
-    click.echo(f"Wrote {output}: rows of source | source pose | target pose | target.")
+    click.echo(preview_pairs(open_data_set(images, layout), pairs or work.train_pairs, poses or work.poses,
+                             output or work.pairs_preview, count, seed).summary())
 
 
 @cli.command("demo")

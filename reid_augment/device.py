@@ -29,6 +29,11 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one), at least 1."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def describe(dev: torch.device) -> str:
     """What a figure ran on, as tables and model cards name it: the GPU's name, or the CPU's model with the thread
     count (CPUs of one architecture differ: bf16 pays on some and not on others)."""

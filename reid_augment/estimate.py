@@ -114,7 +114,7 @@ def _load_mmpose_checkpoint(model, checkpoint: str) -> None:
                     raise InputError(f"{checkpoint}: no such pose checkpoint (or use --backend mediapipe)")
                 state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
-            from .weights import blocked_global
+            from .checkpoints import blocked_global
 
             needs = blocked_global(err)
             raise InputError(f"{checkpoint}: refused, the pose checkpoint holds pickled objects beyond tensors, plain "

@@ -262,8 +262,7 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
     if (checkpoint is None) == (generated is None):
         raise InputError("evaluate needs exactly one of --checkpoint and --generated")
     report_dir = Path(report_dir)
-    found = scan_images(images).images
-    paths = dict(zip(found["name"], found["path"]))
+    paths = scan_images(images).paths
     pose_table = read_poses(poses)
     pair_table = read_pair_file(pairs)
     dev = resolve_device(device)
@@ -279,8 +278,13 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
         from .reid.retention import identity_retention
 
         identity = identity_retention(scored.pairs, paths, images, reid_model, reid_arch, device, progress)
+    formats = scored.pairs["image"].map(lambda name: Path(name).suffix.lower().lstrip(".")).value_counts()
+    if checkpoint is not None:  # What was scored is not what `generate` hands a user: say so.
+        scored.notes.append("The generated test images were scored as written here, PNG (lossless); `generate` "
+                            "writes JPEG (quality 95).")
     metrics = {**scored.metrics, "identity": identity, "pairs": str(pairs), "generated": str(generated),
-               "version": __version__, "notes": scored.notes, **meta}
+               "image_formats": {str(k): int(v) for k, v in formats.items()}, "version": __version__,
+               "notes": scored.notes, **meta}
     write_report(report_dir, metrics, scored.pairs, paths, pose_table, num_samples)
     return Report(metrics, report_dir, scored.notes)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -41,15 +42,21 @@ def _place(src: Path, dst: Path, copy: bool, size: tuple[int, int] | None) -> bo
 
 
 def _mirror(src: Path, dst: Path, copy: bool) -> None:
-    """A folder or file unchanged: linked, or copied (new files take the umask's mode, as `cp` gives)."""
-    if dst.exists() or dst.is_symlink() or not src.exists():
+    """A folder or file unchanged: linked, or copied (new files take the umask's mode, as `cp` gives). A copied
+    folder that an interrupted run left half made is completed (its files are whole: each was written atomically)."""
+    if not src.exists() or (dst.is_symlink() or dst.exists()) and not (copy and src.is_dir() and dst.is_dir()):
         return
     dst.parent.mkdir(parents=True, exist_ok=True)
     if not copy:
         os.symlink(os.path.abspath(src), dst, target_is_directory=src.is_dir())
     elif src.is_dir():
-        shutil.copytree(src, dst, copy_function=copy_file)
+        shutil.copytree(src, dst, copy_function=_copy_missing, dirs_exist_ok=True)
     else:
+        copy_file(src, dst)
+
+
+def _copy_missing(src: str, dst: str) -> None:
+    if not os.path.exists(dst):
         copy_file(src, dst)
 
 
@@ -59,8 +66,28 @@ def _training_splits(kind: str) -> tuple[str, ...]:
     return ("train", "val") if kind == "msmt17" else ("train",)
 
 
+@dataclass
+class ExportResult:
+    """What `export` wrote: NEW_ROOT, its training split's counts, and whether files were copied or linked."""
+
+    new_root: Path
+    original: int
+    generated: int
+    resized: int
+    unknown_source: int
+    copied: bool
+
+    def summary(self) -> str:
+        resized = f", {self.resized} of them resized to their source's size" if self.resized else ""
+        unknown = (f"; {self.unknown_source} whose source is not in ROOT were skipped" if self.unknown_source
+                   else "")
+        return (f"Wrote {self.new_root}: its training split holds {self.original} original and {self.generated} "
+                f"generated images{resized}{unknown}; query and gallery are unchanged "
+                f"({'copied' if self.copied else 'linked'}).")
+
+
 def export(manifest: str | os.PathLike, root: str | os.PathLike, new_root: str | os.PathLike, copy: bool = False,
-           out_size: tuple[int, int] | None = None, layout: str | None = None) -> dict[str, int]:
+           out_size: tuple[int, int] | None = None, layout: str | None = None) -> ExportResult:
     """Build NEW_ROOT in ROOT's own layout, whose training split holds the originals plus the generated images.
 
     Market-1501 / CUHK03-NP / DukeMTMC-reID: bounding_box_train/ gets both, query/ and bounding_box_test/ are
@@ -68,7 +95,7 @@ def export(manifest: str | os.PathLike, root: str | os.PathLike, new_root: str |
     join them and their lines join list_train.txt (the source's label); the other lists and test/ are unchanged.
     Flat and <pid>/<image> folders: the images go beside their sources. Files are symlinked unless `copy`. A
     generated image is written resized when its size differs from its source's (or from `out_size`). Everything
-    is checked before the first file is written. Returns counts per kind.
+    is checked before the first file is written. A rerun completes what an interrupted one left.
 
     Raises:
         InputError: a missing or malformed manifest or data set, or a data set image its lists name but lacks.
@@ -78,8 +105,7 @@ def export(manifest: str | os.PathLike, root: str | os.PathLike, new_root: str |
     new_root = Path(new_root)
     if new_root.resolve() == lay.root.resolve():
         raise InputError(f"{new_root}: the new root must differ from the original {lay.root}")
-    found = scan_images(lay.only("train"), include_distractors=True).images
-    source_paths = dict(zip(found["name"], found["path"]))
+    source_paths = scan_images(lay.only("train"), include_distractors=True).paths
 
     # Plan and check everything first: a bad input leaves no half-made NEW_ROOT behind.
     originals = [path for _, path, _ in layout_entries(lay.only(*_training_splits(lay.kind)))]
@@ -124,4 +150,4 @@ def export(manifest: str | os.PathLike, root: str | os.PathLike, new_root: str |
             if name != "list_train.txt":
                 _mirror(lay.root / name, new_root / name, True)
         _mirror(lay.test_dir, new_root / lay.test_dir.name, copy)
-    return counts
+    return ExportResult(new_root, copied=copy, **counts)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from . import __version__
 from .config import GenerateConfig
 from .data import fit_crop, to_tensor, to_uint8
-from .device import resolve_device
+from .device import available_cores, resolve_device
 from .errors import InputError
 from .fileio import atomic_write_bytes, save_png
 from .images import ImageSet, identities, image_sizes, load_rgb, scan_images
@@ -55,26 +55,11 @@ def image_seed(seed: int, person_id: str, j: int) -> int:
     return int(np.random.SeedSequence([seed, zlib.crc32(person_id.encode()), j]).generate_state(1)[0])
 
 
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def scoring_processes(requested: int | None, candidates: int) -> int:
     """--score-processes, else one per core, or none (this process) for a run too small to pay for starting them."""
     if requested is not None:
         return requested
     return available_cores() if candidates >= POOL_MIN_CANDIDATES else 0
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """'i/n' -> (i, n), 0 <= i < n."""
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise InputError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
-    if not 0 <= i < n:
-        raise InputError(f"--shard {text!r}: need 0 <= i < n")
-    return i, n
 
 
 def output_name(source: str, k: int) -> str:
@@ -490,7 +475,7 @@ def generate(images: str | os.PathLike, checkpoint: str | os.PathLike, poses: st
     manifest = read_manifest(manifest_path)
     scores = pd.to_numeric(manifest["pckh"], errors="coerce")
     if len(manifest):
-        sheet = contact_sheet(manifest, out_dir, dict(zip(image_set.images["name"], image_set.images["path"])),
+        sheet = contact_sheet(manifest, out_dir, image_set.paths,
                               pose_table)
         preview = "preview.png" if shard[1] == 1 else f"preview.shard-{shard[0]}-of-{shard[1]}.png"
         save_png(out_dir / preview, sheet)

@@ -106,6 +106,11 @@ class ImageSet:
     distractors: int = 0
     layout: Layout | None = None
 
+    @property
+    def paths(self) -> dict[str, str]:
+        """Each image's path by its name, as pose and pair files name images."""
+        return dict(zip(self.images["name"], self.images["path"]))
+
 
 def scan_images(root: str | os.PathLike, include_distractors: bool = False, layout: str | None = None,
                 splits: tuple[str, ...] | None = None) -> ImageSet:

@@ -196,3 +196,11 @@ def layout_entries(layout: Layout) -> list[tuple[str, Path, str]]:
         return [(p.name, p, "train") for p in list_images(layout.root)]
     return [(f"{d.name}/{p.name}", p, "train") for d in sorted(layout.root.iterdir()) if d.is_dir()
             for p in list_images(d)]
+
+
+def open_data_set(path: str | os.PathLike, layout: str | None = None, *splits: str) -> Layout:
+    """A data-set argument as every verb reads it: its layout (detected, or forced by `layout`) and, when given,
+    only `splits` (names then need be unique among those alone). Path-like, so it goes wherever a folder is taken;
+    `images.scan_images` lists its images (`ImageSet.paths`: path by name)."""
+    found = detect_layout(path, layout)
+    return found.only(*splits) if splits else found

@@ -18,11 +18,12 @@ import pandas as pd
 
 from .config import PairConfig
 from .errors import InputError
-from .fileio import atomic_open, atomic_write_text
+from .fileio import atomic_open, atomic_write_text, save_png
 from .images import ImageSet, check_images, distractors, identities, scan_images
 from .layouts import layout_entries
 from .keypoints import valid_pose_mask
 from .poses import PoseTable, read_poses, write_poses
+from .preview import pair_sheet
 from .workdir import WorkDir
 
 PAIR_COLUMNS = ["from", "to", "pid"]
@@ -259,3 +260,22 @@ def summarize(pair_set: PairSet, workdir: str | os.PathLike) -> str:
         f"Wrote {work.poses.name}, {work.train_pairs.name}, {work.test_pairs.name} and {work.pairs_record.name} "
         f"to {workdir}."
     )
+
+
+@dataclass
+class PairPreview:
+    output: Path
+    rows: int
+
+    def summary(self) -> str:
+        return f"Wrote {self.output}: {self.rows} rows of source | source pose | target pose | target."
+
+
+def preview_pairs(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | os.PathLike,
+                  output: str | os.PathLike, count: int = 8, seed: int = 0) -> PairPreview:
+    """A PNG of `count` seeded pairs with their pose skeletons (`preview.pair_sheet`): poses and pairs checked by
+    eye before training spends hours on them."""
+    table = read_pair_file(pairs)
+    sheet = pair_sheet(table, read_poses(poses), scan_images(images).paths, count, seed)
+    save_png(output, sheet)
+    return PairPreview(Path(output), min(count, len(table)))

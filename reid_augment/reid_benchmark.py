@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Sampler
 
+from .checkpoints import atomic_torch_save, rng_state, safe_load, set_rng_state
 from .errors import InputError
 from .fileio import atomic_open, atomic_write_text
 from .images import scan_images
@@ -45,7 +46,6 @@ from .reid import model as reid_model
 from .reid.labels import LABELS
 from .reid.stats import describe, paired_interval
 from .reid.regime import Regime, select
-from .weights import atomic_torch_save, rng_state, safe_load, set_rng_state
 
 ARMS = ("baseline", "augmented")
 METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")

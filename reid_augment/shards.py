@@ -22,6 +22,17 @@ Shard = tuple[int, int]
 _NOT_SRUN = {"batch", "extern", "4294967294", "4294967291", "4294967292", "4294967293"}
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' -> (i, n), 0 <= i < n: `--shard` as given (generate, warp)."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise InputError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise InputError(f"--shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
 def _number(env: Mapping[str, str], name: str) -> int:
     try:
         return int(env[name])
@@ -95,8 +106,6 @@ def resolve_shard(text: str, env: Mapping[str, str] | None = None) -> tuple[Shar
         InputError: not 'i/n' with 0 <= i < n, nor 'auto' with a readable scheduler environment.
     """
     if text.strip().lower() != "auto":
-        from .generate import parse_shard
-
         return parse_shard(text), None
     (i, n), how = scheduler_shard(env)
     return (i, n), f"--shard auto: shard {i}/{n}, from {how}"

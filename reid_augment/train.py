@@ -1,8 +1,8 @@
 """Stage 3: train VDG, reconstruction stage (L1) then refinement stage (GAN + L_img), resumable.
 
 Run dir: recipe.yaml (resolved), stats.jsonl (losses), samples/step-XXXXXXX.png, checkpoints/latest.pt and a
-snapshot checkpoints/step-XXXXXXX.pt at the end of each stage. Multi-GPU: launch with torchrun (DDP);
-rank 0 alone writes.
+snapshot checkpoints/step-XXXXXXX.pt at the end of each stage. Multi-GPU: launch with torchrun (DDP, see
+runtime.py); rank 0 alone writes.
 
 On CUDA a training step does not wait for the GPU: the host syncs only at log, sample and checkpoint intervals.
 REID_AUGMENT_SYNC_DEBUG=error (or warn) makes any other sync inside a step raise (or warn), from a stage's second
@@ -16,17 +16,16 @@ import os
 import sys
 import random
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from .checkpoints import load_checkpoint, model_config_of, rng_state, save_checkpoint, set_rng_state
 from .config import ModelConfig, Recipe, TrainConfig, dump_recipe, recipe_to_dict
 from .device import autocast as make_autocast
 from .device import choose_precision
@@ -42,37 +41,10 @@ from .networks import VDG, Discriminator, coarse_image, refined_image, warm_star
 from .pairs import read_pair_file
 from .preview import sheet, skeleton
 from .poses import read_poses
-from .weights import (load_checkpoint, load_generator, model_config_of, rng_state, save_checkpoint, set_rng_state,
-                      write_generator)
+from .runtime import Dist, WaitClock, all_reduce, any_rank, barrier, init_distributed, sync_debug, wrap
+from .weights import load_generator, write_generator
 
 STAGES = ("rec", "ref", "all")
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(dev: torch.device) -> _Dist:
-    if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
-        return _Dist()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    return _Dist(dist.get_rank(), dist.get_world_size())
-
-
-def _wrap(module: torch.nn.Module, dev: torch.device, ctx: _Dist, broadcast_buffers: bool = True) -> torch.nn.Module:
-    if ctx.world == 1:
-        return module
-    return DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None,
-                                   broadcast_buffers=broadcast_buffers)
 
 
 def _sample_grid(model: VDG, batch: dict, size: tuple[int, int]) -> np.ndarray:
@@ -103,6 +75,8 @@ def _truncate_stats(path: Path, step: int) -> None:
         lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
         atomic_write_text(path, "".join(ln + "\n" for ln in lines))
 
+
+CPU_STEPS_NOTE = 2000  # More steps than this on a CPU: say so before they start (the bundled file's 3,200 took 37 min).
 
 # Settings that change what a run computes; the others (logging, compile, ref_steps) may change on resume,
 # and rec_steps as `_stage_diff` allows.
@@ -191,64 +165,6 @@ def generator_step(disc: torch.nn.Module, opt: torch.optim.Optimizer, batch: dic
     return {"g_adv": adv.detach(), "g_img": img.detach(), "g": loss.detach()}
 
 
-def _all_reduce(tensor: torch.Tensor, ctx: "_Dist", op=dist.ReduceOp.SUM) -> torch.Tensor:
-    if ctx.world > 1:
-        dist.all_reduce(tensor, op=op)
-    return tensor
-
-
-def _any_rank(nonfinite: torch.Tensor, out_of_time: bool, ctx: "_Dist") -> tuple[bool, bool]:
-    """Whether any process saw a non-finite loss, and whether any ran out of time: one all-reduce, one sync."""
-    flags = torch.stack([nonfinite, torch.full_like(nonfinite, float(out_of_time))])
-    bad, late = _all_reduce(flags, ctx, dist.ReduceOp.MAX).tolist()
-    return bool(bad), bool(late)
-
-
-@contextmanager
-def _sync_debug(mode: str | None):
-    """Inside, a host-device sync warns or raises (`mode` 'warn' or 'error'; None: nothing is checked)."""
-    if not mode:
-        yield
-        return
-    old = torch.cuda.get_sync_debug_mode()
-    torch.cuda.set_sync_debug_mode(mode)
-    try:
-        yield
-    finally:
-        torch.cuda.set_sync_debug_mode(old)
-
-
-class _WaitClock:
-    """Seconds spent making batches. On a GPU the host returns from the batch call before the batch is made, so
-    there it is the GPU's time between CUDA events recorded around the call, read at log intervals only."""
-
-    def __init__(self, dev: torch.device):
-        self.cuda, self.seconds, self.pending = dev.type == "cuda", 0.0, []
-
-    def __enter__(self) -> None:
-        if self.cuda:
-            self.pending.append(torch.cuda.Event(enable_timing=True))
-            self.pending[-1].record()
-        else:
-            self.start = time.perf_counter()
-
-    def __exit__(self, *exc) -> None:
-        if self.cuda:
-            self.pending.append(torch.cuda.Event(enable_timing=True))
-            self.pending[-1].record()
-        else:
-            self.seconds += time.perf_counter() - self.start
-
-    def take(self) -> float:
-        """The seconds since the last take (on a GPU, waits for the last batch)."""
-        if self.pending:
-            self.pending[-1].synchronize()
-            pairs = zip(self.pending[::2], self.pending[1::2])
-            self.seconds += sum(start.elapsed_time(end) for start, end in pairs) / 1000
-        seconds, self.seconds, self.pending = self.seconds, 0.0, []
-        return seconds
-
-
 # `train` is a sequence of phases, each a function of the run's shared state (`_Run`): set-up (`_set_up`: the
 # arguments, the data tables, the checkpoint to resume, the seed, `_build_models`), resume (`_resume`), the run dir
 # (`_open_run_dir`), the data (`_load_data`) and the networks to train (`_ready_networks`), then the steps (`_loop`):
@@ -275,7 +191,7 @@ class _Run:
     recipe: Recipe                 # With the model config that trains: a resumed checkpoint's.
     run_dir: Path
     dev: torch.device
-    ctx: _Dist
+    ctx: Dist
     stage: str
     tables: tuple                  # (pairs, poses, image paths), checked against each other.
     state: dict | None             # The checkpoint resumed from.
@@ -297,7 +213,7 @@ class _Run:
     disc_train: torch.nn.Module | None = None
     nonfinite: torch.Tensor | None = None  # 1 once a loss was not finite, on the device.
     sums: dict = field(default_factory=dict)  # Loss sums since the last log line, on the device.
-    wait: _WaitClock | None = None
+    wait: WaitClock | None = None
     last_log: int = 0
     tick: float = 0.0
     bar: Any = None
@@ -373,7 +289,7 @@ def _set_up(images, recipe: Recipe, run_dir: Path, pairs, poses, stage: str, dev
     if resume and not latest.is_file():
         raise InputError(f"{latest}: nothing to resume from")
     dev = resolve_device(device)
-    ctx = _init_distributed(dev)
+    ctx = init_distributed(dev)
     tc = recipe.train
     if tc.batch_size % ctx.world:
         raise InputError(f"train.batch_size {tc.batch_size} is the global batch: it must divide evenly across the "
@@ -395,6 +311,10 @@ def _set_up(images, recipe: Recipe, run_dir: Path, pairs, poses, stage: str, dev
     precision, note = choose_precision(dev, tc.amp, (state or {}).get("precision"))
     if note and ctx.main:
         print(f"note: {note}", file=sys.stderr)
+    if ctx.main and dev.type == "cpu" and tc.rec_steps + tc.ref_steps > CPU_STEPS_NOTE:
+        print(f"note: no GPU, training on the CPU. The '{recipe.name}' recipe's {tc.rec_steps + tc.ref_steps} steps "
+              f"can take hours to days here (the progress bar shows the ETA; the README's model card gives this "
+              f"CPU's figures). Try --recipe tiny, or a CUDA machine.", file=sys.stderr)
     autocast = make_autocast(dev, precision)
     # Every generator a step could draw from starts from the seed, so a run is a function of its recipe, in the
     # first call of a process or a later one, and a checkpoint's RNG state (all three) continues it exactly.
@@ -411,8 +331,7 @@ def _read_tables(images, pairs, poses) -> tuple:
     if pair_table.empty:
         raise InputError(f"{pairs}: no pairs to train on")
     pose_table = read_poses(poses)
-    found = scan_images(images, splits=("train",)).images  # Pairs are of training images.
-    paths = dict(zip(found["name"], found["path"]))
+    paths = scan_images(images, splits=("train",)).paths  # Pairs are of training images.
     resolve_pairs(pair_table, pose_table, paths, str(pairs))
     return pair_table, pose_table, paths
 
@@ -486,7 +405,7 @@ def _ready_networks(run: _Run) -> None:
     if run.dev.type == "cuda" and tc.compile:
         run.rec_net, run.ref_net, run.disc_net = (torch.compile(run.rec_net), torch.compile(run.ref_net),
                                                   torch.compile(run.disc_net))
-    run.rec_train = _wrap(run.rec_net, run.dev, run.ctx) if run.step < tc.rec_steps else None
+    run.rec_train = wrap(run.rec_net, run.dev, run.ctx) if run.step < tc.rec_steps else None
 
 
 def _loop(run: _Run, progress: bool, time_limit: float | None, checkpoints: bool) -> None:
@@ -494,13 +413,13 @@ def _loop(run: _Run, progress: bool, time_limit: float | None, checkpoints: bool
     a sample grid and a checkpoint; a time limit stops the loop at a step boundary, with a checkpoint."""
     tc, ctx = run.recipe.train, run.ctx
     run.nonfinite, run.sums = torch.zeros((), device=run.dev), {}
-    run.wait, run.last_log, first = _WaitClock(run.dev), run.step, run.step
+    run.wait, run.last_log, first = WaitClock(run.dev), run.step, run.step
     sync_mode = os.environ.get("REID_AUGMENT_SYNC_DEBUG") if run.dev.type == "cuda" else None
     run.bar = tqdm(total=run.end, initial=run.step, desc="train", unit="step", disable=not (progress and ctx.main),
                    dynamic_ncols=True)
     run.tick = began = time.perf_counter()
     while run.step < run.end:
-        with _sync_debug(sync_mode if run.step not in (first, tc.rec_steps) else None):
+        with sync_debug(sync_mode if run.step not in (first, tc.rec_steps) else None):
             with run.wait:
                 batch = _next_batch(run)
             if run.step < tc.rec_steps:
@@ -545,8 +464,8 @@ def _refinement_step(run: _Run, batch: dict) -> dict:
         # used, and broadcasting them between its two forward calls breaks the backward on torch >= 2.6.
         run.nets.model.rec.requires_grad_(False).eval()
         run.rec_train = None
-        run.ref_train = _wrap(run.ref_net, run.dev, run.ctx)
-        run.disc_train = _wrap(run.disc_net, run.dev, run.ctx, broadcast_buffers=False)
+        run.ref_train = wrap(run.ref_net, run.dev, run.ctx)
+        run.disc_train = wrap(run.disc_net, run.dev, run.ctx, broadcast_buffers=False)
     with run.autocast():
         with torch.no_grad():
             coarse = coarse_image(run.rec_net, batch["src_img"], batch["src_maps"], batch["tgt_maps"],
@@ -568,7 +487,7 @@ def _check(run: _Run, stage_done: bool, out_of_time: bool) -> bool:
     if not (run.step % tc.log_every == 0 or stage_done or run.step % tc.checkpoint_every == 0
             or (out_of_time and run.ctx.world == 1)):
         return False
-    bad, out_of_time = _any_rank(run.nonfinite, out_of_time, run.ctx)
+    bad, out_of_time = any_rank(run.nonfinite, out_of_time, run.ctx)
     if bad:
         raise TrainingError(f"a loss became non-finite before step {run.step}; stopped. The last good "
                             f"checkpoint is kept: {run.latest} (try a lower train.lr)")
@@ -581,7 +500,7 @@ def _log(run: _Run) -> None:
     tc, dev, ctx = run.recipe.train, run.dev, run.ctx
     count, run.last_log = run.step - run.last_log, run.step
     keys = sorted(run.sums)
-    total = _all_reduce(torch.stack([torch.as_tensor(run.sums[k], device=dev) for k in keys]), ctx) / ctx.world
+    total = all_reduce(torch.stack([torch.as_tensor(run.sums[k], device=dev) for k in keys]), ctx) / ctx.world
     means = {k: round(float(v) / count, 6) for k, v in zip(keys, total.tolist())}
     elapsed, run.tick = time.perf_counter() - run.tick, time.perf_counter()
     record = {"step": run.step, "stage": "rec" if run.step <= tc.rec_steps else "ref", **means,
@@ -633,8 +552,7 @@ def _finish(run: _Run) -> Path:
     run.bar.close()
     if run.writer is not None:
         run.writer.close()
-    if run.ctx.world > 1:
-        dist.barrier()
+    barrier(run.ctx)
     return run.latest
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from reid_augment.checkpoints import save_checkpoint
 from reid_augment.config import ModelConfig
 from reid_augment.networks import VDG
-from reid_augment.weights import save_checkpoint
 
 pytest_plugins = ["ci_skips"]  # Under CI=true, a skip for a package that did not import fails.
 

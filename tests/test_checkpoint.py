@@ -13,8 +13,8 @@ from reid_augment.config import GenerateConfig
 from reid_augment.errors import InputError
 from reid_augment.generate import generate
 from reid_augment.images import load_rgb
-from reid_augment.weights import (CHECKPOINT_FORMAT, export_generator, load_checkpoint, load_generator, read_metadata,
-                                  rng_state, set_rng_state)
+from reid_augment.checkpoints import CHECKPOINT_FORMAT, load_checkpoint, rng_state, set_rng_state
+from reid_augment.weights import export_generator, load_generator, read_metadata
 
 
 class _Payload:
@@ -197,3 +197,12 @@ def test_a_checkpoint_whose_weights_do_not_fit_its_config_is_one_clear_error(che
     torch.save(state, tmp_path / "grown.pt")
     with pytest.raises(InputError, match="grown.pt: weights do not fit its model_config"):
         load_generator(tmp_path / "grown.pt")
+
+
+def test_a_generator_file_must_be_named_as_it_is_read(checkpoint, tmp_path):
+    from reid_augment.errors import InputError
+    from reid_augment.weights import export_generator
+
+    with pytest.raises(InputError, match=r"x.pt: a generator file's name must end in .safetensors"):
+        export_generator(checkpoint, tmp_path / "x.pt")  # From Python too, not only from the CLI.
+    assert not (tmp_path / "x.pt").exists()

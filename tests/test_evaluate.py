@@ -94,6 +94,7 @@ def test_scoring_an_existing_folder_skips_and_counts_bad_pairs(cuhk_dir, test_pa
                       progress=False)
     m = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert m["num_pairs"] == len(pairs) - 2 and m["skipped_pairs"] == 2
+    assert m["image_formats"] == {"png": m["num_pairs"]} and "PNG (lossless)" not in " ".join(m["notes"])
     assert m["skipped_by_reason"]["missing image"] == 1 and m["skipped_by_reason"]["size mismatch"] == 1
     # The generated images are the targets: SSIM is 1.
     assert m["ssim"] == pytest.approx(1.0) and m["mask_ssim"] == pytest.approx(1.0)
@@ -124,6 +125,7 @@ def test_evaluate_a_checkpoint_from_the_cli(cuhk_dir, test_pairs, checkpoint, tm
     assert Image.open(tmp_path / "report" / "samples.png").size[0] == 4 * 64
     generated = pd.read_csv(tmp_path / "report" / "generated" / "manifest.csv")
     assert (generated["image"].str.endswith(".png")).all()
+    assert m["image_formats"] == {"png": m["num_pairs"]} and "scored as written here, PNG" in result.output
     assert load_rgb(tmp_path / "report" / "generated" / generated["image"][0]).shape == (128, 64, 3)
 
 

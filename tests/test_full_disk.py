@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from reid_augment.cli import EXIT_IO, cli
 from reid_augment.images import load_rgb
-from reid_augment.weights import load_checkpoint
+from reid_augment.checkpoints import load_checkpoint
 
 
 @pytest.fixture
@@ -90,3 +90,60 @@ def test_train_on_a_full_disk_keeps_the_last_good_checkpoint(cuhk_dir, small_dis
     done = CliRunner().invoke(cli, args + ["-o", str(run), "--set", "train.rec_steps=4"])
     assert done.exit_code == 0, done.output
     assert load_checkpoint(run / "checkpoints" / "latest.pt")["step"] == 4
+
+
+def _tree(root):
+    """Every file under root (links followed) by relative path: its bytes."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_export_on_a_full_disk_stops_cleanly_and_a_rerun_completes_it(market_root, checkpoint, cuhk_dir, small_disk,
+                                                                       tmp_path):
+    from reid_augment.config import GenerateConfig
+    from reid_augment.generate import generate
+
+    disk, grow = small_disk
+    gen = generate(market_root, checkpoint, cuhk_dir / "annotations.csv", tmp_path / "gen",
+                   GenerateConfig(per_id=2, num_workers=0, score=False), device="cpu", progress=False)
+    args = ["export", str(gen.manifest.parent), "--market-root", str(market_root.parent.parent), "--copy"]
+    whole = CliRunner().invoke(cli, args + ["-o", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    full = CliRunner().invoke(cli, args + ["-o", str(disk / "new")])
+    assert full.exit_code == EXIT_IO, full.output
+    error = full.output.strip().splitlines()[-1]
+    assert "No space left on device" in error and str(disk) in error and "Traceback" not in full.output
+    assert not _leftovers(disk)
+    grow()
+    again = CliRunner().invoke(cli, args + ["-o", str(disk / "new")])
+    assert again.exit_code == 0, again.output
+    assert _tree(disk / "new") == _tree(tmp_path / "whole")  # Every file whole, none missing (query/ too).
+    assert not _leftovers(disk)
+    query = sorted((disk / "new" / "query").iterdir())
+    query[0].unlink()  # As a disk filling up in the middle of the copied query folder leaves it.
+    assert CliRunner().invoke(cli, args + ["-o", str(disk / "new")]).exit_code == 0
+    assert _tree(disk / "new") == _tree(tmp_path / "whole")
+
+
+def test_evaluate_on_a_full_disk_stops_cleanly_and_a_rerun_completes_it(cuhk_dir, checkpoint, small_disk, tmp_path):
+    import json
+
+    disk, grow = small_disk
+    names = sorted(p.name for p in cuhk_dir.glob("0001_*.jpg"))
+    pairs = tmp_path / "pairs.csv"
+    pd.DataFrame({"from": names[:-1], "to": names[1:]}).to_csv(pairs, index=False)
+    args = ["evaluate", str(cuhk_dir), "--checkpoint", str(checkpoint), "--pairs", str(pairs), "--poses",
+            str(cuhk_dir / "annotations.csv"), "--no-pckh", "--device", "cpu"]
+    whole = CliRunner().invoke(cli, args + ["-o", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    full = CliRunner().invoke(cli, args + ["-o", str(disk / "report")])
+    assert full.exit_code == EXIT_IO, full.output
+    error = full.output.strip().splitlines()[-1]
+    assert "No space left on device" in error and str(disk) in error and "Traceback" not in full.output
+    assert not _leftovers(disk)
+    grow()
+    again = CliRunner().invoke(cli, args + ["-o", str(disk / "report")])
+    assert again.exit_code == 0, again.output
+    ours, theirs = (json.loads((d / "metrics.json").read_text()) for d in (disk / "report", tmp_path / "whole"))
+    for key in ("num_pairs", "ssim", "mask_ssim", "edge_energy"):
+        assert ours[key] == pytest.approx(theirs[key], abs=1e-3), key
+    assert not _leftovers(disk)

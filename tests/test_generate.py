@@ -3,13 +3,14 @@ import pandas as pd
 import pytest
 import torch
 
+from reid_augment.checkpoints import CHECKPOINT_FORMAT
 from reid_augment.config import GenerateConfig
 from reid_augment.errors import InputError
-from reid_augment.generate import generate, output_name, parse_shard, plan, select
+from reid_augment.generate import generate, output_name, plan, select
 from reid_augment.images import load_rgb, parse_market_name, scan_images
 from reid_augment.manifest import MANIFEST_COLUMNS, merge
 from reid_augment.poses import PoseTable, read_poses
-from reid_augment.weights import CHECKPOINT_FORMAT
+from reid_augment.shards import parse_shard
 
 def _gen(cuhk_dir, checkpoint, out, **kwargs):
     shard = kwargs.pop("shard", (0, 1))

@@ -33,3 +33,15 @@ def test_pair_sheet_fits_a_target_of_another_size(cuhk_dir, tmp_path):
     poses = read_poses(cuhk_dir / "annotations.csv")
     out = pair_sheet(pd.DataFrame({"from": names[:1], "to": names[1:]}), poses, paths)
     assert out.shape == (128, 4 * 64, 3)
+
+
+def test_preview_pairs_writes_the_sheet_a_python_caller_asked_for(cuhk_dir, tmp_path):
+    from reid_augment.pairs import preview_pairs
+
+    names = sorted(p.name for p in cuhk_dir.glob("0001_*.jpg"))[:4]
+    pairs = tmp_path / "pairs.csv"
+    pd.DataFrame({"from": names[:-1], "to": names[1:]}).to_csv(pairs, index=False)
+    result = preview_pairs(cuhk_dir, pairs, cuhk_dir / "annotations.csv", tmp_path / "sheet.png", count=2)
+    width, height = Image.open(result.output).size
+    assert result.rows == 2 and width == 4 * 64 and height >= 2 * 128
+    assert str(tmp_path / "sheet.png") in result.summary()

@@ -4,11 +4,12 @@ import pandas as pd
 import pytest
 import torch
 
+from reid_augment.checkpoints import CHECKPOINT_FORMAT, load_checkpoint
 from reid_augment.config import PairConfig, load_recipe
 from reid_augment.errors import InputError, TrainingError
 from reid_augment.pairs import build_pairs, save_pair_set
 from reid_augment.poses import read_poses
-from reid_augment.weights import CHECKPOINT_FORMAT, load_checkpoint, load_generator
+from reid_augment.weights import load_generator
 
 
 @pytest.fixture(scope="module")
@@ -269,14 +270,14 @@ def test_the_data_clock_counts_the_batch_work():
     once there: host time around it would read zero)."""
     import time
 
-    from reid_augment.train import _WaitClock
+    from reid_augment.runtime import WaitClock
 
-    clock = _WaitClock(torch.device("cpu"))
+    clock = WaitClock(torch.device("cpu"))
     with clock:
         time.sleep(0.05)
     assert 0.05 <= clock.take() < 0.5 and clock.take() == 0
     if torch.cuda.is_available():
-        clock = _WaitClock(torch.device("cuda"))
+        clock = WaitClock(torch.device("cuda"))
         start = time.perf_counter()
         with clock:
             torch.cuda._sleep(200_000_000)  # About 0.1 s of GPU clock cycles, queued in microseconds.
@@ -411,3 +412,37 @@ def test_deformable_skips_train_export_and_generate(cuhk_dir, workdir, tmp_path)
                       GenerateConfig(per_id=1, num_workers=0, score=False), device="cpu", progress=False)
     rows = pd.read_csv(result.manifest)
     assert result.generated == len(rows) > 0 and all((tmp_path / "out" / name).is_file() for name in rows["image"])
+
+
+def test_a_long_cpu_run_is_announced_by_the_library(cuhk_dir, workdir, tmp_path, monkeypatch, capsys):
+    from reid_augment import train as train_mod
+
+    monkeypatch.setattr(train_mod, "CPU_STEPS_NOTE", 3)
+    _train(cuhk_dir, workdir, tmp_path / "short", "train.rec_steps=2", "train.ref_steps=0", stage="rec")
+    assert "training on the CPU" not in capsys.readouterr().err
+    _train(cuhk_dir, workdir, tmp_path / "long", "train.rec_steps=4", "train.ref_steps=0", stage="rec")
+    assert "note: no GPU, training on the CPU. The 'tiny' recipe's 4 steps" in capsys.readouterr().err
+
+
+def test_resuming_with_another_design_is_one_line_even_with_force(cuhk_dir, workdir, tmp_path):
+    from click.testing import CliRunner
+
+    from reid_augment.cli import cli
+
+    _train(cuhk_dir, workdir, tmp_path / "run", "train.rec_steps=2", "train.ref_steps=0", stage="rec")
+    with pytest.raises(InputError, match=r"latest.pt: the checkpoint's model is not the recipe's "
+                                         r"\(model.deform_skips: False -> True\)"):
+        _train(cuhk_dir, workdir, tmp_path / "run", "model.deform_skips=true", "train.rec_steps=4",
+               "train.ref_steps=0", stage="rec", force=True)
+    done = CliRunner().invoke(cli, ["train", str(cuhk_dir), "-w", str(workdir), "--recipe", "tiny", "-o",
+                                    str(tmp_path / "run"), "--set", "model.base_channels=9", "--set",
+                                    "train.rec_steps=4", "--device", "cpu"])
+    assert done.exit_code != 0 and "model.base_channels: " in done.output and "Traceback" not in done.output
+    assert len(done.output.strip().splitlines()) <= 3
+
+
+def test_init_from_a_generator_of_another_design_is_one_line(cuhk_dir, workdir, checkpoint, tmp_path):
+    with pytest.raises(InputError, match=r"latest.pt: cannot start this recipe's model from it \(.*does not fit"):
+        _train(cuhk_dir, workdir, tmp_path / "run", "model.base_channels=4", "train.rec_steps=2",
+               "train.ref_steps=0", stage="rec", init_from=checkpoint)
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -91,7 +91,7 @@ def load(path: str | os.PathLike, arch: str | None = None, classes: list[str] | 
     Raises:
         InputError: not loadable, another architecture, or another number of identities than `classes`.
     """
-    from ..weights import safe_load
+    from ..checkpoints import safe_load
 
     path = Path(path)
     state = safe_load(path, what="re-ID checkpoint")
