@@ -2,10 +2,10 @@
 
 The coarse image (G_rec alone) and the refined one (coarse + G_ref, Eq. 4) of one trained generator, each scored
 by `evaluate` (SSIM, mask-SSIM, pooled PCKh beside copying the source and the real-target ceiling) on the pairs of
-a quality run (its work/pairs-eval.csv). Prints one JSON line per stage.
+a quality run (its work/pairs-validation.csv). Prints one JSON line per stage.
 
 Usage:
-  python experiments/stage_ablation.py --generator cuhk03-small --pairs quality/work/pairs-eval.csv --out ablation
+  python experiments/stage_ablation.py --generator cuhk03-small --pairs quality/work/pairs-validation.csv --out ablation
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--generator", default="cuhk03-small", help="Checkpoint, .safetensors or bundled name.")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/cuhk03-market"))
-    parser.add_argument("--pairs", type=Path, required=True, help="Test pairs (a quality run's pairs-eval.csv).")
+    parser.add_argument("--pairs", type=Path, required=True, help="Test pairs (a quality run's pairs-validation.csv).")
     parser.add_argument("--out", type=Path, default=Path("stage-ablation"))
     args = parser.parse_args()
     model, fields = load_generator(args.generator)

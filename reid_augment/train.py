@@ -272,6 +272,7 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
         _resume(run, init_from)
         if run.step >= run.end:
             return run.latest
+        _announce_cpu_run(run)
         _open_run_dir(run, images, tensorboard)
         _load_data(run, progress)
         _ready_networks(run)
@@ -311,10 +312,6 @@ def _set_up(images, recipe: Recipe, run_dir: Path, pairs, poses, stage: str, dev
     precision, note = choose_precision(dev, tc.amp, (state or {}).get("precision"))
     if note and ctx.main:
         print(f"note: {note}", file=sys.stderr)
-    if ctx.main and dev.type == "cpu" and tc.rec_steps + tc.ref_steps > CPU_STEPS_NOTE:
-        print(f"note: no GPU, training on the CPU. The '{recipe.name}' recipe's {tc.rec_steps + tc.ref_steps} steps "
-              f"can take hours to days here (the progress bar shows the ETA; the README's model card gives this "
-              f"CPU's figures). Try --recipe tiny, or a CUDA machine.", file=sys.stderr)
     autocast = make_autocast(dev, precision)
     # Every generator a step could draw from starts from the seed, so a run is a function of its recipe, in the
     # first call of a process or a later one, and a checkpoint's RNG state (all three) continues it exactly.
@@ -323,6 +320,15 @@ def _set_up(images, recipe: Recipe, run_dir: Path, pairs, poses, stage: str, dev
     torch.manual_seed(tc.seed)
     return _Run(recipe, run_dir, dev, ctx, stage, tables, state, autocast, _build_models(recipe.model, tc, dev),
                 precision=precision)
+
+
+def _announce_cpu_run(run: _Run) -> None:
+    """A long run on a CPU is said before it starts, once (rank 0)."""
+    tc = run.recipe.train
+    if run.ctx.main and run.dev.type == "cpu" and tc.rec_steps + tc.ref_steps > CPU_STEPS_NOTE:
+        print(f"note: no GPU, training on the CPU. The '{run.recipe.name}' recipe's {tc.rec_steps + tc.ref_steps} "
+              f"steps can take hours to days here (the progress bar shows the ETA; the README's model card gives "
+              f"this CPU's figures). Try --recipe tiny, or a CUDA machine.", file=sys.stderr)
 
 
 def _read_tables(images, pairs, poses) -> tuple:
