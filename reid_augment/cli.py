@@ -208,7 +208,6 @@ def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, 
     from pathlib import Path
 
     from .config import dump_recipe, load_recipe
-    from .runtime import is_main_process
     from .train import train
 
     resolved = load_recipe(recipe, overrides)
@@ -217,12 +216,11 @@ def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, 
         return
     work = WorkDir(workdir)
     run_dir = Path(run_dir) if run_dir else work.run(resolved.name)
-    checkpoint = train(open_data_set(images, layout, "train"), resolved, run_dir, pairs or work.train_pairs,
-                       poses or work.poses, stage=stage, device=device, resume=resume, force=force,
-                       tensorboard=tensorboard, time_limit=time_limit)
-    if is_main_process():  # Under torchrun, one summary.
-            click.echo(f"Trained '{resolved.name}' ({stage} stage{'s' if stage == 'all' else ''}) into {run_dir}: "
-                   f"losses in stats.jsonl, sample grids in samples/, checkpoint {checkpoint}.")
+    trained = train(open_data_set(images, layout, "train"), resolved, run_dir, pairs or work.train_pairs,
+                    poses or work.poses, stage=stage, device=device, resume=resume, force=force,
+                    tensorboard=tensorboard, time_limit=time_limit)
+    if trained.summary():  # Under torchrun, rank 0's only.
+        click.echo(trained.summary())
 
 
 @cli.command("generate")

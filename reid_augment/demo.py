@@ -47,8 +47,9 @@ def run_demo(out_dir: str | os.PathLike, say: Callable[[str], None] = print, tra
     recipe = load_recipe("tiny", [f"train.rec_steps={train_steps[0]}", f"train.ref_steps={train_steps[1]}"]
                          if train_steps else [])
     say(f"[3/5] Training the tiny recipe on the CPU ({recipe.train.rec_steps} + {recipe.train.ref_steps} steps).")
-    checkpoint = train(SAMPLE, recipe, work.run("tiny"), work.train_pairs, work.poses, device="cpu",
-                       progress=progress)
+    trained = train(SAMPLE, recipe, work.run("tiny"), work.train_pairs, work.poses, device="cpu",
+                    progress=progress)
+    say(trained.summary())
     held_out = HELD_OUT / "annotations.csv"
     people = len(set(identities([p.name for p in HELD_OUT.glob("*.jpg")])[0]))
     say(f"[4/5] Generating 4 new images of each of {people} people the bundled generator `{BUNDLED}` never saw, in "
@@ -63,7 +64,7 @@ def run_demo(out_dir: str | os.PathLike, say: Callable[[str], None] = print, tra
                       device="cpu", progress=progress)
     say(report.summary())
     paths = {"contact_sheet": out / "generated" / "preview.png", "manifest": result.manifest,
-             "checkpoint": checkpoint, "metrics": report.metrics_path}
+             "checkpoint": trained.checkpoint, "metrics": report.metrics_path}
     say(f"Done. Contact sheet: {paths['contact_sheet']}. Manifest: {paths['manifest']}. "
         f"Metrics: {paths['metrics']}.")
     return paths

@@ -28,11 +28,6 @@ class Dist:
         return self.rank == 0
 
 
-def is_main_process() -> bool:
-    """Whether this is rank 0 under torchrun (or the only process): the one that prints summaries."""
-    return int(os.environ.get("RANK", 0)) == 0
-
-
 def init_distributed(dev: torch.device) -> Dist:
     """Under torchrun (WORLD_SIZE > 1), join the process group (NCCL on CUDA, else gloo) on `dev`; else one process."""
     if int(os.environ.get("WORLD_SIZE", 1)) <= 1:

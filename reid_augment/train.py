@@ -242,8 +242,8 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
           pairs: str | os.PathLike, poses: str | os.PathLike, stage: str = "all", device: str = "auto",
           resume: bool = False, progress: bool = True, force: bool = False, tensorboard: bool = False,
           time_limit: float | None = None, init_from: str | os.PathLike | None = None,
-          checkpoints: bool = True) -> Path:
-    """Train VDG on the pairs of `pairs` and return the path of the last checkpoint.
+          checkpoints: bool = True) -> Trained:
+    """Train VDG on the pairs of `pairs`; returns what was trained (`Trained`: path-like, the last checkpoint).
 
     Rerunning into the same `run_dir` continues from `checkpoints/latest.pt` exactly where it stopped
     (same batches, same RNG state); `resume=True` insists that such a checkpoint exists. A resume whose recipe
@@ -271,13 +271,44 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
     with hold(run_dir, what="this run dir") if run.ctx.main else nullcontext():
         _resume(run, init_from)
         if run.step >= run.end:
-            return run.latest
+            return _trained(run)
         _announce_cpu_run(run)
         _open_run_dir(run, images, tensorboard)
         _load_data(run, progress)
         _ready_networks(run)
         _loop(run, progress, time_limit, checkpoints)
-        return _finish(run)
+        _finish(run)
+        return _trained(run)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What `train` made: the last checkpoint (this object is path-like to it, so it goes wherever a checkpoint
+    path is taken), the run dir, and the recipe and stage; `summary()` is empty on every process but rank 0, so
+    torchrun prints one."""
+
+    checkpoint: Path
+    run_dir: Path
+    recipe: str
+    stage: str
+    main: bool = True
+
+    def __fspath__(self) -> str:
+        return str(self.checkpoint)
+
+    def __str__(self) -> str:
+        return str(self.checkpoint)
+
+    def summary(self) -> str:
+        if not self.main:
+            return ""
+        stages = "stages" if self.stage == "all" else "stage"
+        return (f"Trained '{self.recipe}' ({self.stage} {stages}) into {self.run_dir}: losses in stats.jsonl, "
+                f"sample grids in samples/, checkpoint {self.checkpoint}.")
+
+
+def _trained(run: _Run) -> Trained:
+    return Trained(run.latest, run.run_dir, run.recipe.name, run.stage, run.ctx.main)
 
 
 def _set_up(images, recipe: Recipe, run_dir: Path, pairs, poses, stage: str, device: str, resume: bool,
@@ -553,13 +584,12 @@ def _save(run: _Run, path: Path) -> None:
                     precision=run.precision)
 
 
-def _finish(run: _Run) -> Path:
-    """The summary: the progress bar and TensorBoard closed, the processes met; the last checkpoint's path."""
+def _finish(run: _Run) -> None:
+    """The progress bar and TensorBoard closed, the processes met."""
     run.bar.close()
     if run.writer is not None:
         run.writer.close()
     barrier(run.ctx)
-    return run.latest
 
 
 def _warm_start(model: VDG, init_from: str | os.PathLike) -> str:

@@ -446,3 +446,16 @@ def test_init_from_a_generator_of_another_design_is_one_line(cuhk_dir, workdir, 
         _train(cuhk_dir, workdir, tmp_path / "run", "model.base_channels=4", "train.rec_steps=2",
                "train.ref_steps=0", stage="rec", init_from=checkpoint)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_train_returns_a_result_that_is_path_like_to_its_checkpoint(cuhk_dir, workdir, tmp_path):
+    import dataclasses
+    import os
+
+    trained = _train(cuhk_dir, workdir, tmp_path / "run", "train.rec_steps=2", "train.ref_steps=0", stage="rec")
+    assert os.fspath(trained) == str(trained) == str(tmp_path / "run" / "checkpoints" / "latest.pt")
+    assert load_checkpoint(trained)["step"] == 2 and trained.checkpoint.is_file()
+    assert trained.summary().startswith("Trained 'tiny' (rec stage) into ") and str(trained) in trained.summary()
+    assert dataclasses.replace(trained, main=False).summary() == ""  # Under torchrun only rank 0 prints.
+    again = _train(cuhk_dir, workdir, tmp_path / "run", "train.rec_steps=2", "train.ref_steps=0", stage="rec")
+    assert again.checkpoint == trained.checkpoint  # Nothing left to train: the same result.
