@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ from reid_augment.generate import generate
 from reid_augment.networks import VDG, Discriminator, coarse_image, refined_image
 from reid_augment.pairs import build_pairs, read_pair_file, save_pair_set
 from reid_augment.poses import read_poses
-from reid_augment.device import resolve_device
+from reid_augment.device import describe, resolve_device
 from reid_augment.fileio import atomic_write_text
 from reid_augment.train import discriminator_step, generator_step, prepare_batch, reconstruction_step, train
 
@@ -217,7 +216,7 @@ def main() -> None:
     dev = resolve_device(args.device)
     cuda = dev.type == "cuda"
     quick = args.quick or not cuda
-    name = torch.cuda.get_device_name(dev) if cuda else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    name = describe(dev)
     recipe_name = "tiny" if quick else "market1501"
     warm, steps = (1, 2) if quick else (20, 60)  # steps: a multiple of warm.
     gen_batch, per_id = (16, 2) if quick else (256, 100)

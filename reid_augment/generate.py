@@ -475,8 +475,7 @@ def generate(images: str | os.PathLike, checkpoint: str | os.PathLike, poses: st
     manifest = read_manifest(manifest_path)
     scores = pd.to_numeric(manifest["pckh"], errors="coerce")
     if len(manifest):
-        sheet = contact_sheet(manifest, out_dir, image_set.paths,
-                              pose_table)
+        sheet = contact_sheet(manifest, out_dir, image_set.paths, pose_table)
         preview = "preview.png" if shard[1] == 1 else f"preview.shard-{shard[0]}-of-{shard[1]}.png"
         save_png(out_dir / preview, sheet)
     return GenerateResult(out_dir, manifest_path, made, already, requests["pid"].nunique(), unusable,

@@ -9,8 +9,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .partwarp import part_flow
-
 JOINT_NAMES: tuple[str, ...] = (
     "nose", "neck", "Rsho", "Relb", "Rwri", "Lsho", "Lelb", "Lwri", "Rhip",
     "Rkne", "Rank", "Lhip", "Lkne", "Lank", "Reye", "Leye", "Rear", "Lear",
@@ -221,6 +219,8 @@ def condition(src_pose: torch.Tensor, tgt_pose: torch.Tensor, size: tuple[int, i
 def part_flows(src_pose: torch.Tensor, tgt_pose: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Per pair, where each target pixel's body part lies in the source (`partwarp.part_flow`: Def-GAN's per-part
     affine transforms from the keypoints, nothing learnt): [N, K, 2] x 2 -> [N, H, W, 2] on the poses' device."""
+    from .partwarp import part_flow  # partwarp builds on this module's joint layout.
+
     src, tgt = src_pose.cpu().numpy(), tgt_pose.cpu().numpy()
     flows = np.stack([part_flow(a, b, size) for a, b in zip(src, tgt)]) if len(src) else np.zeros((0, *size, 2))
     return torch.from_numpy(flows).to(src_pose.device, torch.float32)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .keypoints import present
 
 # (name, joints whose target positions place the part, region: "polygon" or a capsule's half-width in px at W=64).
 PARTS: tuple[tuple[str, tuple[int, ...], object], ...] = (
@@ -86,7 +87,7 @@ def part_layers(src_pose: np.ndarray, tgt_pose: np.ndarray, size: tuple[int, int
     h, w = size
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
     grid = np.stack([ys, xs], -1)
-    both = (src_pose >= 0).all(-1) & (tgt_pose >= 0).all(-1)
+    both = present(src_pose) & present(tgt_pose)
     grids, masks = [], []
     for _, joints, kind in PARTS:
         idx = [j for j in joints if both[j]]

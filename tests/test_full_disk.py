@@ -35,6 +35,14 @@ def _leftovers(folder):
     return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
 
 
+def _stopped_cleanly(result, names, disk):
+    """Exit 74 with one line naming `names` and the full disk, no traceback, no temp file left on `disk`."""
+    assert result.exit_code == EXIT_IO, result.output
+    error = result.output.strip().splitlines()[-1].split("Error: ", 1)[-1]  # After a progress bar's last frame.
+    assert "No space left on device" in error and str(names) in error and "Traceback" not in result.output
+    assert not _leftovers(disk)
+
+
 def _generate(cuhk_dir, checkpoint, out):
     return CliRunner().invoke(cli, ["generate", str(cuhk_dir), "--per-id", "3", "--checkpoint", str(checkpoint),
                                     "--poses", str(cuhk_dir / "annotations.csv"), "-o", str(out), "--no-score",
@@ -46,10 +54,7 @@ def test_generate_on_a_full_disk_stops_cleanly_and_a_rerun_completes_it(cuhk_dir
     whole = _generate(cuhk_dir, checkpoint, tmp_path / "whole")
     assert whole.exit_code == 0, whole.output
     full = _generate(cuhk_dir, checkpoint, disk / "gen")
-    assert full.exit_code == EXIT_IO, full.output
-    error = full.output.strip().splitlines()[-1].split("Error: ", 1)[-1]  # After the progress bar's last frame.
-    assert "No space left on device" in error and str(disk) in error and "Traceback" not in full.output
-    assert not _leftovers(disk)
+    _stopped_cleanly(full, disk, disk)
     manifest = disk / "gen" / "manifest.csv"
     rows = pd.read_csv(manifest) if manifest.is_file() and manifest.stat().st_size else pd.DataFrame({"image": []})
     for image in rows["image"]:  # Every row names a whole image.
@@ -82,10 +87,8 @@ def test_train_on_a_full_disk_keeps_the_last_good_checkpoint(cuhk_dir, small_dis
     used = sum(p.stat().st_size for p in disk.rglob("*") if p.is_file())
     grow(f"{(used + size // 2) // 1024 + 1}k")  # Not enough for one more checkpoint beside the old one.
     full = CliRunner().invoke(cli, args + ["-o", str(run), "--set", "train.rec_steps=4"])
-    assert full.exit_code == EXIT_IO, full.output
-    error = full.output.strip().splitlines()[-1].split("Error: ", 1)[-1]
-    assert "No space left on device" in error and str(run) in error and "Traceback" not in full.output
-    assert load_checkpoint(run / "checkpoints" / "latest.pt")["step"] == 2 and not _leftovers(disk)
+    _stopped_cleanly(full, run, disk)
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["step"] == 2
     grow()
     done = CliRunner().invoke(cli, args + ["-o", str(run), "--set", "train.rec_steps=4"])
     assert done.exit_code == 0, done.output
@@ -109,10 +112,7 @@ def test_export_on_a_full_disk_stops_cleanly_and_a_rerun_completes_it(market_roo
     whole = CliRunner().invoke(cli, args + ["-o", str(tmp_path / "whole")])
     assert whole.exit_code == 0, whole.output
     full = CliRunner().invoke(cli, args + ["-o", str(disk / "new")])
-    assert full.exit_code == EXIT_IO, full.output
-    error = full.output.strip().splitlines()[-1]
-    assert "No space left on device" in error and str(disk) in error and "Traceback" not in full.output
-    assert not _leftovers(disk)
+    _stopped_cleanly(full, disk, disk)
     grow()
     again = CliRunner().invoke(cli, args + ["-o", str(disk / "new")])
     assert again.exit_code == 0, again.output
@@ -136,10 +136,7 @@ def test_evaluate_on_a_full_disk_stops_cleanly_and_a_rerun_completes_it(cuhk_dir
     whole = CliRunner().invoke(cli, args + ["-o", str(tmp_path / "whole")])
     assert whole.exit_code == 0, whole.output
     full = CliRunner().invoke(cli, args + ["-o", str(disk / "report")])
-    assert full.exit_code == EXIT_IO, full.output
-    error = full.output.strip().splitlines()[-1]
-    assert "No space left on device" in error and str(disk) in error and "Traceback" not in full.output
-    assert not _leftovers(disk)
+    _stopped_cleanly(full, disk, disk)
     grow()
     again = CliRunner().invoke(cli, args + ["-o", str(disk / "report")])
     assert again.exit_code == 0, again.output
