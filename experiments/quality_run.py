@@ -24,6 +24,8 @@ Usage:
   python experiments/quality_run.py --data data/cuhk03-market --device cuda --set train.rec_steps=20000 ...
   python experiments/quality_run.py --out ab/pose-decoder --threads 1 --rec-minutes 30 --ref-minutes 30 \
       --init-from cuhk03-small --set model.pose_to_decoder=true
+  python experiments/quality_run.py --out ab/ref-r1 --rec-minutes 0 --ref-minutes 10 \
+      --init-from A/run/checkpoints/generator.safetensors --set loss.r1_gamma=1   # refinement designs, one G_rec
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.precision != "auto":  # The probe decides per process; a measurement may overrule it.
         args.overrides.append(f"train.amp={args.precision}")
+    if args.rec_minutes == 0 and not (args.init_from and args.ref_minutes):
+        parser.error("--rec-minutes 0 trains the refinement stage alone: it needs --init-from (whose G_rec it "
+                     "refines) and --ref-minutes")
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = device.resolve_device(args.device)
@@ -114,7 +119,8 @@ def main() -> None:
         result["model"]["identity_retention"] = m["identity"]["identity_retention"]
         result["real_target"]["identity_retention"] = m["identity"]["real_target_retention"]
     if args.init_from:  # The donor's training counts: the card gives the total and where it came from.
-        donor = read_metadata(resolve_generator(args.init_from))
+        donor = resolve_generator(args.init_from)
+        donor = read_metadata(donor) if donor.suffix == ".safetensors" else {}  # A checkpoint has no card.
         result["init_from"] = {"generator": args.init_from, "train_minutes": float(donor.get("train_minutes", 0)),
                                "steps": donor.get("steps"), "command": donor.get("command")}
         result["train_minutes_total"] = round(result["train_minutes"] + result["init_from"]["train_minutes"], 1)
@@ -167,13 +173,18 @@ def _train_for_minutes(args: argparse.Namespace, work: Path, run: Path, dev: str
 
     latest = run / "checkpoints" / "latest.pt"
     if "rec_steps" not in budget:
-        spend("rec", args.rec_minutes, [f"train.rec_steps={unbounded}", "train.ref_steps=0"], stage="rec",
-              init_from=args.init_from)
-        budget["rec_steps"] = load_checkpoint(latest)["step"]
+        if args.rec_minutes > 0:
+            spend("rec", args.rec_minutes, [f"train.rec_steps={unbounded}", "train.ref_steps=0"], stage="rec",
+                  init_from=args.init_from)
+        # --rec-minutes 0: the refinement stage starts at step 0 on --init-from's G_rec (an A/B of refinement
+        # designs on one finished reconstruction stage).
+        budget["rec_steps"] = load_checkpoint(latest)["step"] if args.rec_minutes > 0 else 0
+        run.mkdir(parents=True, exist_ok=True)
         budget_path.write_text(json.dumps(budget))
     rec = budget["rec_steps"]
     if args.ref_minutes:
-        spend("ref", args.ref_minutes, [f"train.rec_steps={rec}", f"train.ref_steps={unbounded}"])
+        spend("ref", args.ref_minutes, [f"train.rec_steps={rec}", f"train.ref_steps={unbounded}"],
+              init_from=args.init_from)
     steps = load_checkpoint(latest)["step"]
     recipe = load_recipe(args.recipe, [*args.overrides, f"train.rec_steps={rec}", f"train.ref_steps={steps - rec}"])
     return recipe, latest

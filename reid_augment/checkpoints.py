@@ -23,7 +23,7 @@ import torch
 from . import __version__
 from .config import ModelConfig, from_dict, validate_model
 from .errors import InputError
-from .fileio import atomic_open
+from .fileio import WrittenFile, atomic_open
 
 CHECKPOINT_FORMAT = 2
 # torch names a refused global in two wordings: "Unsupported global: GLOBAL io.open was not an allowed global"
@@ -152,7 +152,7 @@ def _is_format_1(path: Path) -> bool:
     return b"numpy" in data and b"format" in data
 
 
-def convert_checkpoint(old: str | os.PathLike, new: str | os.PathLike, trust: bool = False) -> Path:
+def convert_checkpoint(old: str | os.PathLike, new: str | os.PathLike, trust: bool = False) -> WrittenFile:
     """Rewrite a format-1 checkpoint as format 2. Unpickling it can run code: only for files you trust.
 
     Raises:
@@ -182,7 +182,7 @@ def convert_checkpoint(old: str | os.PathLike, new: str | os.PathLike, trust: bo
     state.pop("package_version", None)
     save_checkpoint(new, **state)
     load_checkpoint(new)  # Proof that the result loads safely.
-    return new
+    return WrittenFile(new, f"Wrote {new}: a format-2 checkpoint (tensors and plain data only).")
 
 
 def model_config_of(state: dict) -> ModelConfig:

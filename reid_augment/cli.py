@@ -269,17 +269,14 @@ def generate_cmd(images, per_id, workdir, checkpoint, out, strategy, kmeans_k, s
     from .generate import generate
     from .shards import resolve_shard
 
-    work = WorkDir(workdir)
-    if checkpoint is None:
-        checkpoint = work.latest_checkpoint()
     cfg = GenerateConfig(per_id=per_id, strategy=strategy, kmeans_k=kmeans_k, seed=seed, batch_size=batch_size,
                          num_workers=workers, out_size=out_size, layout=layout, candidates=candidates,
                          min_pckh=min_pckh, score=not no_score, score_processes=score_processes)
     share, how = resolve_shard(shard)
     if how:
         click.echo(how, err=True)
-    result = generate(open_data_set(images, layout, "train"), checkpoint, poses or work.poses,
-                      out or work.generated, cfg, share, device)
+    result = generate(open_data_set(images, layout, "train"), checkpoint, poses, out, cfg, share, device,
+                      workdir=workdir)
     click.echo(result.summary())
 
 
@@ -311,8 +308,7 @@ def merge_cmd(outs, output) -> None:
     """Join the manifests of sharded `generate` runs into one manifest.csv."""
     from .manifest import merge
 
-    path = merge(list(outs), output)
-    click.echo(f"Merged the manifests of {len(outs)} folder(s) into {path}.")
+    click.echo(merge(list(outs), output).summary())
 
 
 @cli.command("export")
@@ -357,8 +353,7 @@ def export_generator_cmd(source, output, bf16) -> None:
     """
     from .weights import export_generator
 
-    path = export_generator(source, output, bf16)
-    click.echo(f"Wrote {path} ({path.stat().st_size / 2**20:.1f} MiB{', bf16' if bf16 else ''}).")
+    click.echo(export_generator(source, output, bf16).summary())
 
 
 @cli.command("convert-checkpoint")
@@ -369,8 +364,7 @@ def convert_checkpoint_cmd(old, new, trust) -> None:
     """Rewrite a format-1 checkpoint (reid-augment 0.1) as format 2, which loads without unpickling code."""
     from .checkpoints import convert_checkpoint
 
-    convert_checkpoint(old, new, trust)
-    click.echo(f"Wrote {new}: a format-2 checkpoint (tensors and plain data only).")
+    click.echo(convert_checkpoint(old, new, trust).summary())
 
 
 @cli.command("evaluate")

@@ -45,6 +45,14 @@ class ModelConfig:
     pose_skips: bool = False        # Decoder skips from both branches (the paper: the image branch only).
     pose_to_decoder: bool = False   # Target heatmaps joined to every decoder level (not in the paper).
     deform_skips: bool = False      # Def-GAN's deformable skips: each image skip also warped per body part.
+    ref_input: str = "source"       # What G_ref sees beside the coarse image: the source crop I_a (the paper), or
+                                    # "warped": I_a moved per body part to the target pose (Def-GAN's part affine
+                                    # transforms, from the keypoints; no learnt warp), real pixels where they go.
+
+    @property
+    def needs_flow(self) -> bool:
+        """Whether the networks take the part flow (`keypoints.part_flows`) beside the heatmaps."""
+        return self.deform_skips or self.ref_input == "warped"
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,7 @@ class LossConfig:
     ref_loss: str = "weighted"      # l1 | mask_l1 | mask_ssim | weighted (Eq. 8).
     alpha: float = 0.9              # Eq. 8: alpha * mask-SSIM + (1 - alpha) * mask-L1; 0.9 is the paper's best.
     lambda_img: float = 10.0        # Eq. 6 weight of L_img against the adversarial term; PG2's 10.
+    r1_gamma: float = 0.0           # R1 penalty (Mescheder et al. 2018), gamma / 2 * |grad D(real)|^2; 0: off.
     ssim_window: int = 11           # Gaussian SSIM window (Wang et al.).
     ssim_sigma: float = 1.5
 
@@ -77,6 +86,8 @@ class TrainConfig:
                                     # (device.fast_bf16); bf16: forced; float32. A resume keeps the checkpoint's.
     channels_last: bool = True      # NHWC activations and weights (CUDA and CPU).
     compile: bool = False           # torch.compile the generators on CUDA.
+    ref_zero_init: bool = False     # G_ref's last convolution starts at zero, so the refined image starts as the
+                                    # coarse one (its pose) and the refinement stage adds detail from there.
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,7 @@ class GenerateConfig:
 
 
 REF_LOSSES = ("l1", "mask_l1", "mask_ssim", "weighted")
+REF_INPUTS = ("source", "warped")
 
 
 def _short(value, limit: int = 60) -> str:
@@ -269,13 +281,16 @@ def validate_model(m: ModelConfig, where: str = "model") -> None:
         if halvings >= min(h, w).bit_length() or h % 2**halvings or w % 2**halvings:  # No 2**(10**9) computed.
             raise InputError(f"{where}: image_size {h}x{w} is not divisible by 2^{halvings}, as {what}={levels} "
                              f"needs")
+    if m.ref_input not in REF_INPUTS:
+        raise InputError(f"{where}: model.ref_input must be one of {', '.join(REF_INPUTS)}, got {_short(m.ref_input)}")
 
 
 # Fields whose values would only fail later, mid-run or inside torch: (section, field, lowest, highest or None).
 _RANGES = [("model", "num_joints", 18, 18), ("model", "heatmap_sigma", 1e-6, None), ("model", "num_levels", 1, None),
            ("model", "base_channels", 1, None), ("model", "z_dim", 0, None), ("model", "ref_levels", 1, None),
            ("model", "ref_channels", 1, None), ("model", "disc_channels", 1, None), ("model", "disc_levels", 1, None),
-           ("loss", "lambda_img", 0, None), ("loss", "ssim_window", 1, None), ("loss", "ssim_sigma", 1e-6, None),
+           ("loss", "lambda_img", 0, None), ("loss", "r1_gamma", 0, None),
+           ("loss", "ssim_window", 1, None), ("loss", "ssim_sigma", 1e-6, None),
            ("train", "batch_size", 1, None), ("train", "rec_steps", 0, None), ("train", "ref_steps", 0, None),
            ("train", "lr", 1e-12, None), ("train", "beta1", 0, 0.999999), ("train", "beta2", 0, 0.999999),
            ("train", "log_every", 1, None), ("train", "sample_every", 1, None), ("train", "checkpoint_every", 1, None)]

@@ -11,10 +11,35 @@ import os
 import shutil
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
 
 _UMASK_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    """The file a verb wrote, with the verb's one-line `summary()`. It stands in for the Path the verb used to
+    return: path-like (`open`, `Path`, pandas take it) and any other Path attribute (`stat`, `read_bytes`, ...)
+    is the path's."""
+
+    path: Path
+    message: str
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __getattr__(self, name: str):
+        if name == "path":  # Not set yet (an unpickling copy): no recursion.
+            raise AttributeError(name)
+        return getattr(self.path, name)
+
+    def summary(self) -> str:
+        return self.message
 
 
 def current_umask() -> int:

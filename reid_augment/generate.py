@@ -46,6 +46,7 @@ from .posebank import STRATEGIES, farthest_order, kmeans_centres, nearest_of_oth
 from .poses import PoseTable, read_poses
 from .preview import sheet, skeleton
 from .weights import load_generator
+from .workdir import WorkDir
 
 POOL_MIN_CANDIDATES = 256  # By default fewer are scored in this process: a pool's workers take seconds to start.
 
@@ -425,7 +426,7 @@ def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, man
         bar = tqdm(total=len(todo), desc="generate", unit="img", disable=not progress)
         for index, src_img, src_pose, tgt_pose, out_hw, out_pose in loader:
             src_img = src_img.to(dev, non_blocking=True)
-            maps = condition(src_pose.to(dev), tgt_pose.to(dev), size, sigma, flow=model.cfg.deform_skips)
+            maps = condition(src_pose.to(dev), tgt_pose.to(dev), size, sigma, flow=model.cfg.needs_flow)
             with torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext():
                 refined = model(src_img, maps["src_maps"], maps["tgt_maps"], maps.get("flow"))[1].float()
             pixels = to_uint8_sized(refined, out_hw)
@@ -439,17 +440,19 @@ def render(model: torch.nn.Module, requests: pd.DataFrame, poses: PoseTable, man
     return Rendered(sink.made, already, sink.short, sink.unscorable)
 
 
-def generate(images: str | os.PathLike, checkpoint: str | os.PathLike, poses: str | os.PathLike,
-             out_dir: str | os.PathLike, cfg: GenerateConfig = GenerateConfig(), shard: tuple[int, int] = (0, 1),
-             device: str = "auto", progress: bool = True) -> GenerateResult:
+def generate(images: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+             poses: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
+             cfg: GenerateConfig = GenerateConfig(), shard: tuple[int, int] = (0, 1), device: str = "auto",
+             progress: bool = True, workdir: str | os.PathLike | None = None) -> GenerateResult:
     """Generate `cfg.per_id` images for every identity of `images` (this shard's share of them).
 
+    What is left out comes from `workdir`: its newest trained checkpoint, its pose bank, its generated/ folder.
     Reruns skip what is done; the result does not depend on batch size, sharding or scoring processes. Runs of
     POOL_MIN_CANDIDATES or more score in spawned processes by default, so a script that calls this needs the
     usual `if __name__ == "__main__":` guard (or `score_processes=0`).
     """
     start = time.perf_counter()
-    out_dir = Path(out_dir)
+    checkpoint, poses, out_dir = _work_defaults(workdir, checkpoint, poses, out_dir)
     if cfg.candidates < 1:
         raise InputError(f"--candidates {cfg.candidates}: need at least 1")
     if cfg.score_processes is not None and cfg.score_processes < 0:
@@ -482,3 +485,16 @@ def generate(images: str | os.PathLike, checkpoint: str | os.PathLike, poses: st
                           time.perf_counter() - start, short, cfg.candidates, scorer.name if scorer else None,
                           float(scores.mean()) if scores.notna().any() else None, cfg.score, unscorable,
                           scorer.processes if scorer else 0)
+
+
+def _work_defaults(workdir, checkpoint, poses, out_dir) -> tuple:
+    """(checkpoint, poses, out_dir) with what the caller left out taken from the work dir."""
+    if workdir is None:
+        missing = [name for name, value in (("checkpoint", checkpoint), ("poses", poses), ("out_dir", out_dir))
+                   if value is None]
+        if missing:
+            raise InputError(f"generate: give {', '.join(missing)}, or a work dir to take them from")
+        return checkpoint, poses, Path(out_dir)
+    work = WorkDir(workdir)
+    return (work.latest_checkpoint() if checkpoint is None else checkpoint, poses or work.poses,
+            Path(out_dir or work.generated))

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
-from .fileio import atomic_open
+from .fileio import WrittenFile, atomic_open
 
 MANIFEST_COLUMNS = ["image", "pid", "camid", "source", "pose_from", "strategy", "seed", "checkpoint", "step",
                     "version", "pckh"]
@@ -94,8 +94,8 @@ def write_manifest(path: Path, table: pd.DataFrame, columns: list[str] = MANIFES
         table.to_csv(f, index=False, lineterminator="\n", columns=columns)
 
 
-def merge(out_dirs: list[str | os.PathLike], output: str | os.PathLike | None = None) -> Path:
-    """Join the manifests of shard runs into one manifest.csv (image paths made relative to it)."""
+def merge(out_dirs: list[str | os.PathLike], output: str | os.PathLike | None = None) -> WrittenFile:
+    """Join the manifests of shard runs into one manifest.csv (image paths made relative to it); returns it."""
     if not out_dirs:
         raise InputError("merge needs at least one output folder")
     output = Path(output) if output else Path(out_dirs[0]) / "manifest.csv"
@@ -112,7 +112,8 @@ def merge(out_dirs: list[str | os.PathLike], output: str | os.PathLike | None = 
     if merged.empty:  # Shards killed before their first batch: nothing to train on, say so rather than write it.
         raise InputError(f"{', '.join(map(str, out_dirs))}: the shard manifests list no image yet (rerun the shards)")
     write_manifest(output, merged)
-    return output
+    return WrittenFile(output, f"Merged the manifests of {len(out_dirs)} folder(s) into {output}: {len(merged)} "
+                               f"images of {merged['pid'].nunique()} identities.")
 
 
 def read_generated(manifest: str | os.PathLike) -> tuple[Path, pd.DataFrame]:

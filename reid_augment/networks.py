@@ -199,6 +199,24 @@ def refined_image(ref: nn.Module, src_img: torch.Tensor, coarse: torch.Tensor, t
     return coarse.float() + ref(torch.cat([src_img, coarse], dim=1), tgt_maps).float()
 
 
+def zero_output(generator: DisentangledGenerator) -> None:
+    """Zero the generator's last convolution: a residual generator (G_ref, Eq. 4) then starts by adding nothing."""
+    with torch.no_grad():
+        generator.decoder.out.weight.zero_()
+        generator.decoder.out.bias.zero_()
+
+
+def ref_source(cfg: ModelConfig, src_img: torch.Tensor, flow: torch.Tensor | None) -> torch.Tensor:
+    """The source image G_ref sees (`cfg.ref_input`): I_a itself (the paper), or I_a moved per body part to the
+    target pose by the part flow, so that real pixels already lie where the target's limbs are."""
+    if cfg.ref_input != "warped":
+        return src_img
+    if flow is None:
+        raise ValueError("ref_input 'warped' needs the part flow (keypoints.condition(..., flow=True))")
+    return deform(src_img, flow).contiguous(memory_format=torch.channels_last if src_img.is_contiguous(
+        memory_format=torch.channels_last) else torch.contiguous_format)
+
+
 class VDG(nn.Module):
     """Reconstruction stage G_rec (coarse image) and refinement stage G_ref (a residual, Eq. 4).
 
@@ -218,11 +236,11 @@ class VDG(nn.Module):
 
     def forward(self, src_img: torch.Tensor, src_maps: torch.Tensor, tgt_maps: torch.Tensor,
                 flow: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (coarse, refined), both [N, 3, H, W]. `flow`: the part flow, which `cfg.deform_skips` needs."""
+        """Returns (coarse, refined), both [N, 3, H, W]. `flow`: the part flow, which `cfg.needs_flow` needs."""
         coarse = coarse_image(self.rec, src_img, src_maps, tgt_maps, flow)
         if not self.refine:
             return coarse, coarse.float()
-        return coarse, refined_image(self.ref, src_img, coarse, tgt_maps)
+        return coarse, refined_image(self.ref, ref_source(self.cfg, src_img, flow), coarse, tgt_maps)
 
 
 def warm_start(model: nn.Module, donor: dict[str, torch.Tensor]) -> list[str]:

@@ -37,7 +37,7 @@ from .images import scan_images
 from .keypoints import condition
 from .locks import hold
 from .losses import discriminator_loss, generator_adversarial_loss, image_loss, l1
-from .networks import VDG, Discriminator, coarse_image, refined_image, warm_start
+from .networks import VDG, Discriminator, coarse_image, ref_source, refined_image, warm_start, zero_output
 from .pairs import read_pair_file
 from .preview import sheet, skeleton
 from .poses import read_poses
@@ -61,7 +61,7 @@ def prepare_batch(batch: dict, cfg: ModelConfig, channels_last: bool, masks: boo
     heatmaps and, for the refinement stage's masked losses, the target body masks) drawn on its device, as the
     step functions take it."""
     batch.update(condition(batch["src_pose"], batch["tgt_pose"], cfg.image_size, cfg.heatmap_sigma, masks,
-                           cfg.deform_skips))
+                           cfg.needs_flow))
     if channels_last:
         for key in ("src_img", "tgt_img", "src_maps", "tgt_maps", "tgt_mask"):
             if key in batch:
@@ -81,6 +81,9 @@ CPU_STEPS_NOTE = 2000  # More steps than this on a CPU: say so before they start
 # Settings that change what a run computes; the others (logging, compile, ref_steps) may change on resume,
 # and rec_steps as `_stage_diff` allows.
 _RUN_DEFINING_TRAIN = ("batch_size", "lr", "beta1", "beta2", "flip", "seed", "amp")
+# And those that change the refinement stage alone, which a finished reconstruction stage may branch into (as the
+# loss settings may): an A/B of refinement designs shares one G_rec.
+_REFINEMENT_TRAIN = ("ref_zero_init",)
 
 
 def resume_diff(state: dict, recipe: Recipe, world: int) -> list[str]:
@@ -93,7 +96,12 @@ def resume_diff(state: dict, recipe: Recipe, world: int) -> list[str]:
     diffs = [f"train.{k}: {before.get(k)} -> {new['train'][k]}" for k in _RUN_DEFINING_TRAIN
              if before.get(k) != new["train"][k]]
     diffs += _stage_diff(state.get("step", 0), old.get("train", {}).get("rec_steps"), new["train"]["rec_steps"])
-    diffs += [f"loss.{k}: {v} -> {new['loss'][k]}" for k, v in old.get("loss", {}).items() if new["loss"].get(k) != v]
+    if state.get("step", 0) > (old.get("train", {}).get("rec_steps") or 0):  # Only the refinement stage uses these.
+        # A field an older checkpoint lacks had its default then.
+        was = {**recipe_to_dict(Recipe())["loss"], **old.get("loss", {})}
+        diffs += [f"loss.{k}: {v} -> {new['loss'][k]}" for k, v in was.items() if new["loss"].get(k) != v]
+        was = {**recipe_to_dict(Recipe())["train"], **before}
+        diffs += [f"train.{k}: {was[k]} -> {new['train'][k]}" for k in _REFINEMENT_TRAIN if was[k] != new["train"][k]]
     if state.get("world_size", 1) != world:
         diffs.append(f"world size: {state.get('world_size', 1)} -> {world}")
     return diffs
@@ -133,15 +141,23 @@ def reconstruction_step(rec: torch.nn.Module, opt: torch.optim.Optimizer, batch:
 
 
 def discriminator_step(disc: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, refined: torch.Tensor,
-                       autocast) -> dict:
-    """D on real (I_a, I_b) against fake (I_a, refined) (Eq. 5); `refined` is detached."""
+                       autocast, r1_gamma: float = 0.0) -> dict:
+    """D on real (I_a, I_b) against fake (I_a, refined) (Eq. 5); `refined` is detached. With `r1_gamma`, plus the
+    R1 penalty on the real pairs (gamma / 2 * |d D / d I_b|^2), which keeps D from out-running G_ref."""
+    real = batch["tgt_img"].detach().requires_grad_(r1_gamma > 0)
     with autocast():
-        loss = discriminator_loss(disc(batch["src_img"], batch["tgt_img"]).float(),
-                                  disc(batch["src_img"], refined.detach()).float())
+        real_logits = disc(batch["src_img"], real).float()
+        loss = discriminator_loss(real_logits, disc(batch["src_img"], refined.detach()).float())
+    out = {"d": loss.detach()}
+    if r1_gamma > 0:
+        grad, = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+        r1 = grad.float().square().sum(dim=(1, 2, 3)).mean()
+        loss = loss + r1_gamma / 2 * r1
+        out["r1"] = r1.detach()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return {"d": loss.detach()}
+    return out
 
 
 def generator_step(disc: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, refined: torch.Tensor,
@@ -326,6 +342,9 @@ def _set_up(images, recipe: Recipe, run_dir: Path, pairs, poses, stage: str, dev
     if tc.batch_size % ctx.world:
         raise InputError(f"train.batch_size {tc.batch_size} is the global batch: it must divide evenly across the "
                          f"{ctx.world} processes (e.g. {tc.batch_size // ctx.world * ctx.world or ctx.world})")
+    if recipe.loss.r1_gamma > 0 and (ctx.world > 1 or tc.compile):  # Neither takes the gradient of a gradient.
+        raise InputError(f"loss.r1_gamma={recipe.loss.r1_gamma}: the R1 penalty trains on one process without "
+                         f"train.compile (here {ctx.world} process(es), compile {tc.compile}); set it to 0")
     tables = _read_tables(images, pairs, poses)
     state = load_checkpoint(latest) if latest.is_file() else None
     if state and not force:
@@ -503,12 +522,16 @@ def _refinement_step(run: _Run, batch: dict) -> dict:
         run.rec_train = None
         run.ref_train = wrap(run.ref_net, run.dev, run.ctx)
         run.disc_train = wrap(run.disc_net, run.dev, run.ctx, broadcast_buffers=False)
+    if run.step == run.recipe.train.rec_steps and run.recipe.train.ref_zero_init:
+        zero_output(run.nets.model.ref)  # The stage's first step, not a resume: every process zeroes alike.
     with run.autocast():
         with torch.no_grad():
             coarse = coarse_image(run.rec_net, batch["src_img"], batch["src_maps"], batch["tgt_maps"],
-                             batch.get("flow"))
-        refined = refined_image(run.ref_train, batch["src_img"], coarse, batch["tgt_maps"])
-    losses = discriminator_step(run.disc_train, run.nets.opt_disc, batch, refined, run.autocast)
+                                  batch.get("flow"))
+        source = ref_source(run.recipe.model, batch["src_img"], batch.get("flow"))
+        refined = refined_image(run.ref_train, source, coarse, batch["tgt_maps"])
+    losses = discriminator_step(run.disc_train, run.nets.opt_disc, batch, refined, run.autocast,
+                                run.recipe.loss.r1_gamma)
     losses.update(generator_step(run.disc_net, run.nets.opt_ref, batch, refined, run.recipe.loss, run.autocast))
     return losses
 

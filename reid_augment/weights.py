@@ -26,7 +26,7 @@ from .checkpoints import load_checkpoint, model_config_of
 from .config import ModelConfig, from_dict, validate_model
 from .device import resolve_device
 from .errors import InputError
-from .fileio import atomic_write_bytes
+from .fileio import WrittenFile, atomic_write_bytes
 from .networks import VDG
 
 GENERATOR_FORMAT = "reid-augment-generator/1"
@@ -203,7 +203,7 @@ def _read_generator(path: Path) -> tuple[VDG, dict]:
 
 
 def export_generator(run_or_checkpoint: str | os.PathLike, output: str | os.PathLike, bf16: bool = False,
-                     extra: dict[str, str] | None = None, refine: bool | None = None) -> Path:
+                     extra: dict[str, str] | None = None, refine: bool | None = None) -> WrittenFile:
     """Write the generator of a run dir (its checkpoints/latest.pt) or of a checkpoint as a .safetensors file.
 
     `extra`: more metadata strings, e.g. a model card's provenance and scores. `refine=False` makes the file render
@@ -223,4 +223,5 @@ def export_generator(run_or_checkpoint: str | os.PathLike, output: str | os.Path
     if refine is not None:
         model.refine = refine
     recipe = state.get("recipe") or {}
-    return write_generator(model, output, state["step"], recipe.get("name", ""), state.get("dataset", ""), bf16, extra)
+    path = write_generator(model, output, state["step"], recipe.get("name", ""), state.get("dataset", ""), bf16, extra)
+    return WrittenFile(path, f"Wrote {path} ({path.stat().st_size / 2**20:.1f} MiB{', bf16' if bf16 else ''}).")

@@ -138,6 +138,8 @@ def test_bf16_generator_is_half_the_size_and_close(checkpoint, tmp_path):
     full = export_generator(checkpoint, tmp_path / "f32.safetensors")
     half = export_generator(checkpoint, tmp_path / "bf16.safetensors", bf16=True)
     assert half.stat().st_size < 0.6 * full.stat().st_size and read_metadata(half)["dtype"] == "bfloat16"
+    assert full.summary() == f"Wrote {tmp_path / 'f32.safetensors'} ({full.stat().st_size / 2**20:.1f} MiB)."
+    assert half.summary().endswith(" MiB, bf16).")
     (m32, _), (m16, _) = load_generator(full), load_generator(half)
     torch.manual_seed(0)
     x, maps = torch.rand(2, 3, 64, 32) * 2 - 1, torch.rand(2, 18, 64, 32)

@@ -222,3 +222,29 @@ def test_merge_refuses_shards_that_list_no_image(tmp_path):
     with pytest.raises(InputError, match="list no image yet"):
         merge([tmp_path / "s0", tmp_path / "s1"], tmp_path / "manifest.csv")
     assert not (tmp_path / "manifest.csv").exists()
+
+
+def test_what_generate_is_not_given_comes_from_the_work_dir(cuhk_dir, checkpoint, tmp_path):
+    """The newest trained checkpoint, the pose bank and generated/ of a work dir: for Python callers as for the CLI."""
+    import shutil
+
+    work = tmp_path / "work"
+    with pytest.raises(InputError, match=r"work/runs: no trained checkpoint"):
+        generate(cuhk_dir, workdir=work)
+    with pytest.raises(InputError, match=r"generate: give checkpoint, out_dir, or a work dir to take them from"):
+        generate(cuhk_dir, poses=cuhk_dir / "annotations.csv")
+    (work / "runs" / "tiny" / "checkpoints").mkdir(parents=True)
+    shutil.copy(checkpoint, work / "runs" / "tiny" / "checkpoints" / "latest.pt")
+    shutil.copy(cuhk_dir / "annotations.csv", work / "poses.csv")
+    result = generate(cuhk_dir, cfg=GenerateConfig(per_id=1, num_workers=0, score=False), device="cpu",
+                      progress=False, workdir=work)
+    assert result.manifest == work / "generated" / "manifest.csv"
+    assert pd.read_csv(result.manifest)["step"].eq(7).all()  # The work dir's checkpoint made them.
+
+
+def test_merge_returns_the_manifest_with_its_summary(cuhk_dir, checkpoint, tmp_path):
+    for i in range(2):
+        _gen(cuhk_dir, checkpoint, tmp_path / "s", per_id=1, shard=(i, 2), score=False)
+    merged = merge([tmp_path / "s"], tmp_path / "all.csv")
+    assert merged.path == tmp_path / "all.csv" and merged.is_file()  # Still a path to its callers.
+    assert merged.summary() == f"Merged the manifests of 1 folder(s) into {tmp_path / 'all.csv'}: 12 images of 12 identities."

@@ -5,7 +5,8 @@ import torch
 
 from reid_augment.config import ModelConfig, load_recipe
 from reid_augment.keypoints import condition
-from reid_augment.networks import VDG, Discriminator, coarse_image, deform, refined_image, warm_start
+from reid_augment.networks import (VDG, Discriminator, coarse_image, deform, ref_source, refined_image, warm_start,
+                                    zero_output)
 
 
 @pytest.mark.parametrize("recipe, size", [("market1501", (128, 64)), ("deepfashion", (256, 256))])
@@ -106,5 +107,37 @@ def test_deformable_skips_move_the_skips_and_keep_the_weights():
         moved = (pose + torch.tensor([0.0, 3.0]))[None].expand(2, -1, -1)
         flow = condition(pose[None].expand(2, -1, -1), moved, (32, 16), flow=True)["flow"]
         assert not torch.allclose(warped(src, maps, maps, flow)[0], plain(src, maps, maps)[0], atol=1e-3)
+    with pytest.raises(ValueError, match="part flow"):
+        warped(src, maps, maps)
+
+
+def test_a_zeroed_refiner_returns_the_coarse_image_and_still_learns():
+    torch.manual_seed(0)
+    model = VDG(_tiny())
+    zero_output(model.ref)
+    src, maps = torch.rand(2, 3, 32, 16) * 2 - 1, torch.rand(2, 18, 32, 16)
+    coarse, refined = model(src, maps, maps)
+    torch.testing.assert_close(refined, coarse.float())
+    (refined - src).abs().mean().backward()  # The last convolution's weights get a gradient: it can move.
+    assert model.ref.decoder.out.weight.grad.abs().sum() > 0
+
+
+def test_the_warped_source_moves_the_refiners_input_only():
+    torch.manual_seed(0)
+    plain = VDG(_tiny())
+    warped = VDG(dataclasses.replace(_tiny(), ref_input="warped"))
+    warped.load_state_dict(plain.state_dict())  # The same weights: the refiner's source is the only difference.
+    assert warped.cfg.needs_flow and not plain.cfg.needs_flow
+    src, maps = torch.rand(2, 3, 32, 16) * 2 - 1, torch.rand(2, 18, 32, 16)
+    shifted = _identity_flow(2, 32, 16).clone()
+    shifted[..., 0] -= 4 / 15 * 2
+    torch.testing.assert_close(ref_source(warped.cfg, src, shifted)[..., 4:], src[..., :-4], atol=1e-4, rtol=0)
+    assert ref_source(plain.cfg, src, shifted) is src
+    with torch.no_grad():
+        same = warped(src, maps, maps, _identity_flow(2, 32, 16))
+        torch.testing.assert_close(same[1], plain(src, maps, maps)[1], atol=1e-4, rtol=0)
+        moved = warped(src, maps, maps, shifted)
+        torch.testing.assert_close(moved[0], same[0])  # G_rec never sees the flow ...
+        assert not torch.allclose(moved[1], same[1], atol=1e-3)  # ... G_ref does.
     with pytest.raises(ValueError, match="part flow"):
         warped(src, maps, maps)

@@ -1,3 +1,4 @@
+import contextlib
 import json
 
 import pandas as pd
@@ -211,8 +212,8 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank(cuhk_dir, workdir, tmp_p
 def test_resume_with_other_settings_is_refused_unless_forced(cuhk_dir, workdir, tmp_path):
     run = tmp_path / "run"
     _train(cuhk_dir, workdir, run, "train.rec_steps=2", stage="rec")
-    with pytest.raises(InputError, match=r"resuming would change the run \(train.lr: 0.0002 -> 0.001; "
-                                         r"loss.alpha: 0.9 -> 0.5\)"):
+    # The loss changes nothing before the refinement stage (test_refinement_designs_branch_...): not listed.
+    with pytest.raises(InputError, match=r"resuming would change the run \(train.lr: 0.0002 -> 0.001\)"):
         _train(cuhk_dir, workdir, run, "train.rec_steps=4", "train.lr=0.001", "loss.alpha=0.5", stage="rec")
     # More steps, other logging: a normal resume.
     _train(cuhk_dir, workdir, run, "train.rec_steps=3", "train.log_every=1", stage="rec")
@@ -459,3 +460,45 @@ def test_train_returns_a_result_that_is_path_like_to_its_checkpoint(cuhk_dir, wo
     assert dataclasses.replace(trained, main=False).summary() == ""  # Under torchrun only rank 0 prints.
     again = _train(cuhk_dir, workdir, tmp_path / "run", "train.rec_steps=2", "train.ref_steps=0", stage="rec")
     assert again.checkpoint == trained.checkpoint  # Nothing left to train: the same result.
+
+
+def test_refinement_designs_branch_from_one_finished_reconstruction_stage(cuhk_dir, workdir, tmp_path):
+    """The loss and the refiner's start matter only from the refinement stage on: a finished reconstruction stage
+    may resume into any of them (an A/B of refinement designs shares one G_rec), a refinement-stage one may not."""
+    run = tmp_path / "run"
+    _train(cuhk_dir, workdir, run, "train.rec_steps=2", "train.ref_steps=0")
+    rec = load_checkpoint(run / "checkpoints" / "latest.pt")["rec"]
+    state = load_checkpoint(_train(cuhk_dir, workdir, run, "train.rec_steps=2", "train.ref_steps=2",
+                                   "loss.r1_gamma=1", "loss.lambda_img=100", "train.ref_zero_init=true"))
+    assert state["step"] == 4 and all(torch.equal(rec[k], state["rec"][k]) for k in rec)  # G_rec stayed frozen.
+    with pytest.raises(InputError, match=r"loss.r1_gamma: 1.0 -> 0.0.*train.ref_zero_init: True -> False"):
+        _train(cuhk_dir, workdir, run, "train.rec_steps=2", "train.ref_steps=3", "loss.lambda_img=100")
+
+
+def test_the_r1_penalty_is_logged_and_changes_the_discriminators_step():
+    from reid_augment.networks import Discriminator
+    from reid_augment.train import discriminator_step
+
+    batch = {"src_img": torch.rand(4, 3, 32, 16) * 2 - 1, "tgt_img": torch.rand(4, 3, 32, 16) * 2 - 1}
+    fake, after = torch.rand(4, 3, 32, 16) * 2 - 1, {}
+    for gamma in (0.0, 10.0):
+        torch.manual_seed(0)
+        disc = Discriminator(8, 3, (32, 16))
+        losses = discriminator_step(disc, torch.optim.SGD(disc.parameters(), lr=0.1), batch, fake,
+                                    contextlib.nullcontext, gamma)
+        assert ("r1" in losses) == (gamma > 0)
+        after[gamma] = disc.head.weight.detach().clone()
+    assert losses["r1"] > 0 and not torch.allclose(after[0.0], after[10.0])
+
+
+def test_the_warped_source_refiner_trains_exports_and_generates(cuhk_dir, workdir, tmp_path):
+    from reid_augment.config import GenerateConfig
+    from reid_augment.generate import generate
+
+    ckpt = _train(cuhk_dir, workdir, tmp_path / "run", "model.ref_input=warped", "train.rec_steps=2",
+                  "train.ref_steps=2", "train.ref_zero_init=true")
+    model, _ = load_generator(tmp_path / "run" / "checkpoints" / "generator.safetensors")
+    assert model.cfg.ref_input == "warped" and model.refine  # The design travels in the shared file.
+    result = generate(cuhk_dir, ckpt, cuhk_dir / "annotations.csv", tmp_path / "out",
+                      GenerateConfig(per_id=1, num_workers=0, score=False), device="cpu", progress=False)
+    assert result.generated == len(pd.read_csv(result.manifest)) > 0
