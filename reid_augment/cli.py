@@ -111,12 +111,10 @@ def estimate_poses_cmd(images, output, backend, pose_config, pose_checkpoint, de
       reid-augment estimate-poses reid_augment/sample/cuhk03 --backend mediapipe -o work/poses.csv
     """
     from .estimate import MMPOSE_CHECKPOINT, estimate_poses
-    from .images import scan_images
-    from .device import resolve_device
 
-    result = estimate_poses(scan_images(images, layout=layout), output or WorkDir(DEFAULT_WORKDIR).poses, backend, batch_size=batch_size,
-                            score_thr=score_thr, pose_config=pose_config,
-                            pose_checkpoint=pose_checkpoint or MMPOSE_CHECKPOINT, device=str(resolve_device(device)))
+    result = estimate_poses(open_data_set(images, layout), output or WorkDir(DEFAULT_WORKDIR).poses, backend,
+                            batch_size=batch_size, score_thr=score_thr, pose_config=pose_config,
+                            pose_checkpoint=pose_checkpoint or MMPOSE_CHECKPOINT, device=device)
     for name, reason in result.skipped:
         click.echo(f"warning: {name}: {reason}; skipped", err=True)
     click.echo(result.summary())
@@ -204,8 +202,6 @@ def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, 
       reid-augment train Market-1501/ -w work/ --recipe market1501
       reid-augment train reid_augment/sample/cuhk03 -w work/ --recipe tiny --device cpu
     """
-    from pathlib import Path
-
     from .config import dump_recipe, load_recipe
     from .train import train
 
@@ -213,11 +209,9 @@ def train_cmd(images, workdir, recipe, overrides, run_dir, stage, pairs, poses, 
     if dry_run:
         click.echo(dump_recipe(resolved), nl=False)
         return
-    work = WorkDir(workdir)
-    run_dir = Path(run_dir) if run_dir else work.run(resolved.name)
-    trained = train(open_data_set(images, layout, "train"), resolved, run_dir, pairs or work.train_pairs,
-                    poses or work.poses, stage=stage, device=device, resume=resume, force=force,
-                    tensorboard=tensorboard, time_limit=time_limit)
+    trained = train(open_data_set(images, layout, "train"), resolved, run_dir, pairs, poses, stage=stage,
+                    device=device, resume=resume, force=force, tensorboard=tensorboard, time_limit=time_limit,
+                    workdir=workdir)
     if trained.summary():  # Under torchrun, rank 0's only.
         click.echo(trained.summary())
 
@@ -403,12 +397,9 @@ def evaluate_cmd(images, workdir, checkpoint, generated, pairs, poses, report_di
     """
     from .evaluate import evaluate
 
-    work = WorkDir(workdir)
-    report = evaluate(open_data_set(images, layout), pairs or work.test_pairs, poses or work.target_poses(),
-                      report_dir or work.report,
-                      checkpoint=checkpoint, generated=generated, inception_weights=inception_weights,
-                      batch_size=batch_size, device=device, pckh=not no_pckh, reid_model=reid_model,
-                      reid_arch=reid_arch)
+    report = evaluate(open_data_set(images, layout), pairs, poses, report_dir, checkpoint=checkpoint,
+                      generated=generated, inception_weights=inception_weights, batch_size=batch_size,
+                      device=device, pckh=not no_pckh, reid_model=reid_model, reid_arch=reid_arch, workdir=workdir)
     click.echo(report.summary())
 
 
@@ -522,7 +513,7 @@ def subset_cmd(root, out, persons, real_per_id, subset_seed, poses) -> None:
     from .reid.regime import Regime, parse_persons, select_folder
 
     selection = select_folder(root, out, Regime(parse_persons(persons), real_per_id, subset_seed), poses)
-    click.echo(f"{selection.summary()}; wrote {out}.")
+    click.echo(selection.summary())
 
 
 @cli.command("filter")
@@ -561,9 +552,7 @@ def preview_cmd(images, workdir, pairs, poses, count, seed, output, layout) -> N
     """Draw a few pairs with their pose skeletons, to check poses and pairs before training."""
     from .pairs import preview_pairs
 
-    work = WorkDir(workdir)
-    click.echo(preview_pairs(open_data_set(images, layout), pairs or work.train_pairs, poses or work.poses,
-                             output or work.pairs_preview, count, seed).summary())
+    click.echo(preview_pairs(open_data_set(images, layout), pairs, poses, output, count, seed, workdir).summary())
 
 
 @cli.command("demo")

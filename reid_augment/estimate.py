@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .device import resolve_device
 from .errors import InputError
 from .fileio import atomic_open, atomic_write_text
 from .images import ImageSet, scan_images, try_load_rgb
@@ -325,6 +326,7 @@ def estimate_poses(images: str | os.PathLike | ImageSet, output: str | os.PathLi
     scores: dict[str, list[float]] = json.loads(sidecar.read_text())["scores"] if sidecar.is_file() else {}
     todo = image_set.images[~image_set.images["name"].isin(set(done.names))]
     if estimator is None and len(todo):
+        device = str(resolve_device(device)) if backend == "mmpose" else "cpu"  # MediaPipe runs on the CPU.
         estimator, model_name = make_estimator(backend, pose_config, pose_checkpoint, device)
     rows = format_pose_rows(done)
     skipped: list[tuple[str, str]] = []

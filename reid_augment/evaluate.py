@@ -34,6 +34,7 @@ from .pairs import read_pair_file
 from .pckh import ALPHA, PoseScorer, pckh_counts, pckh_per_pair
 from .poses import PoseTable, read_poses
 from .preview import sheet, skeleton
+from .workdir import fill_in
 
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's cache name.
 IS_SPLITS = 10
@@ -239,12 +240,15 @@ def _markdown(metrics: dict) -> str:
             + "\n")
 
 
-def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | os.PathLike,
-             report_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
-             generated: str | os.PathLike | None = None, inception_weights: str | os.PathLike | None = None,
-             batch_size: int = 64, device: str = "auto", num_samples: int = 8, progress: bool = True,
-             pckh: bool = True, reid_model: str | os.PathLike | None = None, reid_arch: str | None = None) -> Report:
+def evaluate(images: str | os.PathLike, pairs: str | os.PathLike | None = None,
+             poses: str | os.PathLike | None = None, report_dir: str | os.PathLike | None = None,
+             checkpoint: str | os.PathLike | None = None, generated: str | os.PathLike | None = None,
+             inception_weights: str | os.PathLike | None = None, batch_size: int = 64, device: str = "auto",
+             num_samples: int = 8, progress: bool = True, pckh: bool = True,
+             reid_model: str | os.PathLike | None = None, reid_arch: str | None = None,
+             workdir: str | os.PathLike | None = None) -> Report:
     """Score the test pairs: generate them with `checkpoint`, or read `generated` (our manifest or PATN names).
+    The pairs, poses and report dir left out come from `workdir` (its test pairs, target poses and report/).
 
     Three steps: the pairs' images (`generate.generate_pairs`, into report_dir/generated), their scores
     (`score_pairs`), the report (`write_report`).
@@ -261,6 +265,7 @@ def evaluate(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | o
 
     if (checkpoint is None) == (generated is None):
         raise InputError("evaluate needs exactly one of --checkpoint and --generated")
+    pairs, poses, report_dir = fill_in("evaluate", workdir, pairs=pairs, poses=poses, report_dir=report_dir)
     report_dir = Path(report_dir)
     paths = scan_images(images).paths
     pose_table = read_poses(poses)

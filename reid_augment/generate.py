@@ -46,7 +46,7 @@ from .posebank import STRATEGIES, farthest_order, kmeans_centres, nearest_of_oth
 from .poses import PoseTable, read_poses
 from .preview import sheet, skeleton
 from .weights import load_generator
-from .workdir import WorkDir
+from .workdir import fill_in
 
 POOL_MIN_CANDIDATES = 256  # By default fewer are scored in this process: a pool's workers take seconds to start.
 
@@ -452,7 +452,8 @@ def generate(images: str | os.PathLike, checkpoint: str | os.PathLike | None = N
     usual `if __name__ == "__main__":` guard (or `score_processes=0`).
     """
     start = time.perf_counter()
-    checkpoint, poses, out_dir = _work_defaults(workdir, checkpoint, poses, out_dir)
+    checkpoint, poses, out_dir = fill_in("generate", workdir, checkpoint=checkpoint, poses=poses, out_dir=out_dir)
+    out_dir = Path(out_dir)
     if cfg.candidates < 1:
         raise InputError(f"--candidates {cfg.candidates}: need at least 1")
     if cfg.score_processes is not None and cfg.score_processes < 0:
@@ -486,15 +487,3 @@ def generate(images: str | os.PathLike, checkpoint: str | os.PathLike | None = N
                           float(scores.mean()) if scores.notna().any() else None, cfg.score, unscorable,
                           scorer.processes if scorer else 0)
 
-
-def _work_defaults(workdir, checkpoint, poses, out_dir) -> tuple:
-    """(checkpoint, poses, out_dir) with what the caller left out taken from the work dir."""
-    if workdir is None:
-        missing = [name for name, value in (("checkpoint", checkpoint), ("poses", poses), ("out_dir", out_dir))
-                   if value is None]
-        if missing:
-            raise InputError(f"generate: give {', '.join(missing)}, or a work dir to take them from")
-        return checkpoint, poses, Path(out_dir)
-    work = WorkDir(workdir)
-    return (work.latest_checkpoint() if checkpoint is None else checkpoint, poses or work.poses,
-            Path(out_dir or work.generated))

@@ -24,7 +24,7 @@ from .layouts import layout_entries
 from .keypoints import valid_pose_mask
 from .poses import PoseTable, read_poses, write_poses
 from .preview import pair_sheet
-from .workdir import WorkDir
+from .workdir import WorkDir, fill_in
 
 PAIR_COLUMNS = ["from", "to", "pid"]
 
@@ -271,10 +271,13 @@ class PairPreview:
         return f"Wrote {self.output}: {self.rows} rows of source | source pose | target pose | target."
 
 
-def preview_pairs(images: str | os.PathLike, pairs: str | os.PathLike, poses: str | os.PathLike,
-                  output: str | os.PathLike, count: int = 8, seed: int = 0) -> PairPreview:
+def preview_pairs(images: str | os.PathLike, pairs: str | os.PathLike | None = None,
+                  poses: str | os.PathLike | None = None, output: str | os.PathLike | None = None, count: int = 8,
+                  seed: int = 0, workdir: str | os.PathLike | None = None) -> PairPreview:
     """A PNG of `count` seeded pairs with their pose skeletons (`preview.pair_sheet`): poses and pairs checked by
-    eye before training spends hours on them."""
+    eye before training spends hours on them. What is left out comes from `workdir` (its training pairs, poses
+    and pairs-preview.png)."""
+    pairs, poses, output = fill_in("preview", workdir, pairs=pairs, poses=poses, output=output)
     table = read_pair_file(pairs)
     sheet = pair_sheet(table, read_poses(poses), scan_images(images).paths, count, seed)
     save_png(output, sheet)

@@ -43,6 +43,7 @@ from .preview import sheet, skeleton
 from .poses import read_poses
 from .runtime import Dist, WaitClock, all_reduce, any_rank, barrier, init_distributed, sync_debug, wrap
 from .weights import load_generator, write_generator
+from .workdir import WorkDir, fill_in
 
 STAGES = ("rec", "ref", "all")
 
@@ -58,10 +59,11 @@ def _sample_grid(model: VDG, batch: dict, size: tuple[int, int]) -> np.ndarray:
 
 def prepare_batch(batch: dict, cfg: ModelConfig, channels_last: bool, masks: bool = True) -> dict:
     """The batch phase: a batch of `TrainingData.batch` with its pose conditioning (`keypoints.condition`: the
-    heatmaps and, for the refinement stage's masked losses, the target body masks) drawn on its device, as the
-    step functions take it."""
-    batch.update(condition(batch["src_pose"], batch["tgt_pose"], cfg.image_size, cfg.heatmap_sigma, masks,
-                           cfg.needs_flow))
+    heatmaps and, for the refinement stage (`masks`), the target body masks of its masked losses) drawn on its
+    device, as the step functions take it; the part flow where G_rec's deformable skips need it, or G_ref's warped
+    source in the refinement stage."""
+    flow = cfg.deform_skips or (cfg.needs_flow and masks)  # G_ref's warped source: the refinement stage's alone.
+    batch.update(condition(batch["src_pose"], batch["tgt_pose"], cfg.image_size, cfg.heatmap_sigma, masks, flow))
     if channels_last:
         for key in ("src_img", "tgt_img", "src_maps", "tgt_maps", "tgt_mask"):
             if key in batch:
@@ -96,7 +98,7 @@ def resume_diff(state: dict, recipe: Recipe, world: int) -> list[str]:
     diffs = [f"train.{k}: {before.get(k)} -> {new['train'][k]}" for k in _RUN_DEFINING_TRAIN
              if before.get(k) != new["train"][k]]
     diffs += _stage_diff(state.get("step", 0), old.get("train", {}).get("rec_steps"), new["train"]["rec_steps"])
-    if state.get("step", 0) > (old.get("train", {}).get("rec_steps") or 0):  # Only the refinement stage uses these.
+    if state.get("step", 0) > _rec_steps_of(state):  # Only the refinement stage uses these.
         # A field an older checkpoint lacks had its default then.
         was = {**recipe_to_dict(Recipe())["loss"], **old.get("loss", {})}
         diffs += [f"loss.{k}: {v} -> {new['loss'][k]}" for k, v in was.items() if new["loss"].get(k) != v]
@@ -107,10 +109,21 @@ def resume_diff(state: dict, recipe: Recipe, world: int) -> list[str]:
     return diffs
 
 
-def model_diff(old: ModelConfig, new: ModelConfig) -> list[str]:
-    """Where two model designs differ: 'model.field: old -> new' lines."""
+# Model fields that only the refinement stage reads and that leave every weight's shape as it is: a finished
+# reconstruction stage may resume into another value.
+_REFINEMENT_MODEL = ("ref_input",)
+
+
+def model_diff(old: ModelConfig, new: ModelConfig, refining: bool = True) -> list[str]:
+    """Where two model designs differ: 'model.field: old -> new' lines; before the refinement stage
+    (`refining` False) without the fields it alone reads."""
     return [f"model.{f.name}: {getattr(old, f.name)} -> {getattr(new, f.name)}" for f in fields(ModelConfig)
-            if getattr(old, f.name) != getattr(new, f.name)]
+            if getattr(old, f.name) != getattr(new, f.name) and (refining or f.name not in _REFINEMENT_MODEL)]
+
+
+def _rec_steps_of(state: dict) -> int:
+    """The reconstruction stage's length a checkpoint was trained with."""
+    return (state.get("recipe") or {}).get("train", {}).get("rec_steps") or 0
 
 
 def _stage_diff(step: int, old_rec: int | None, new_rec: int) -> list[str]:
@@ -254,12 +267,13 @@ class _Run:
         return tc.rec_steps if self.stage == "rec" else tc.rec_steps + tc.ref_steps
 
 
-def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
-          pairs: str | os.PathLike, poses: str | os.PathLike, stage: str = "all", device: str = "auto",
-          resume: bool = False, progress: bool = True, force: bool = False, tensorboard: bool = False,
-          time_limit: float | None = None, init_from: str | os.PathLike | None = None,
-          checkpoints: bool = True) -> Trained:
+def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike | None = None,
+          pairs: str | os.PathLike | None = None, poses: str | os.PathLike | None = None, stage: str = "all",
+          device: str = "auto", resume: bool = False, progress: bool = True, force: bool = False,
+          tensorboard: bool = False, time_limit: float | None = None, init_from: str | os.PathLike | None = None,
+          checkpoints: bool = True, workdir: str | os.PathLike | None = None) -> Trained:
     """Train VDG on the pairs of `pairs`; returns what was trained (`Trained`: path-like, the last checkpoint).
+    What is left out comes from `workdir`: its training pairs, its poses, and the run dir runs/<recipe name>.
 
     Rerunning into the same `run_dir` continues from `checkpoints/latest.pt` exactly where it stopped
     (same batches, same RNG state); `resume=True` insists that such a checkpoint exists. A resume whose recipe
@@ -282,6 +296,9 @@ def train(images: str | os.PathLike, recipe: Recipe, run_dir: str | os.PathLike,
         checkpoints: False writes no checkpoint and no generator file, not even at the end (for benchmarks: a
             market1501 model's full checkpoints are GBs); the path returned then names nothing.
     """
+    if run_dir is None and workdir is not None:
+        run_dir = WorkDir(workdir).run(recipe.name)
+    run_dir, pairs, poses = fill_in("train", workdir, run_dir=run_dir, pairs=pairs, poses=poses)
     run = _set_up(images, recipe, Path(run_dir), pairs, poses, stage, device, resume, force)
     # Checked input, nothing written yet: from here one process (rank 0 under torchrun) holds the run dir.
     with hold(run_dir, what="this run dir") if run.ctx.main else nullcontext():
@@ -353,7 +370,7 @@ def _set_up(images, recipe: Recipe, run_dir: Path, pairs, poses, stage: str, dev
             raise InputError(f"{latest}: resuming would change the run ({'; '.join(diffs)}); use the checkpoint's "
                              f"settings, a new run dir, or --force")
     if state:
-        design = model_diff(model_config_of(state), recipe.model)
+        design = model_diff(model_config_of(state), recipe.model, refining=state["step"] > _rec_steps_of(state))
         if design:  # Not even --force: the weights would not fit, or the recipe's design would be ignored.
             raise InputError(f"{latest}: the checkpoint's model is not the recipe's ({'; '.join(design)}); resume "
                              f"with the recipe it was trained with, or start a new run dir (--init-from {latest} "

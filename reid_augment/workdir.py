@@ -16,6 +16,7 @@ WORKDIR/
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,3 +95,32 @@ class WorkDir:
     def report(self) -> Path:
         return self.root / "report"
 
+
+# What a verb takes from a work dir when its caller leaves an argument out: the WorkDir attribute per argument.
+VERB_DEFAULTS = {
+    "train": {"pairs": "train_pairs", "poses": "poses"},  # And the run dir runs/<recipe name> (`WorkDir.run`).
+    "generate": {"checkpoint": "latest_checkpoint", "poses": "poses", "out_dir": "generated"},
+    "evaluate": {"pairs": "test_pairs", "poses": "target_poses", "report_dir": "report"},
+    "preview": {"pairs": "train_pairs", "poses": "poses", "output": "pairs_preview"},
+}
+
+
+def fill_in(verb: str, workdir: str | os.PathLike | None, **given) -> tuple:
+    """`given`'s values in order, each one left None taken from the work dir (`VERB_DEFAULTS`), so a Python caller
+    of a verb gets the CLI's defaults. A default that depends on more than the work dir (train's run dir,
+    runs/<recipe name>) is filled by the verb before it calls this.
+
+    Raises:
+        InputError: a value is missing and there is no work dir, or the work dir lacks it (no checkpoint yet).
+    """
+    missing = [name for name, value in given.items() if value is None]
+    if missing and workdir is None:
+        raise InputError(f"{verb}: give {', '.join(missing)}, or a work dir to take them from")
+    work = WorkDir(workdir) if missing else None
+    values = []
+    for name, value in given.items():
+        if value is None:
+            value = getattr(work, VERB_DEFAULTS[verb][name])
+            value = value() if callable(value) else value
+        values.append(value)
+    return tuple(values)

@@ -295,7 +295,9 @@ def test_kill_9_between_checkpoints_then_resume_equals_an_uninterrupted_run(cuhk
 
     args = [sys.executable, "-m", "reid_augment.cli", "train", str(cuhk_dir), "-w", str(workdir), "--recipe", "tiny",
             "--stage", "rec", "--set", "train.rec_steps=150", "--set", "train.checkpoint_every=10",
-            "--set", "train.sample_every=1000", "--device", "cpu"]
+            "--set", "train.sample_every=1000", "--set", "train.amp=float32", "--device", "cpu"]
+    # float32 pinned: 'auto' times bf16 against float32 once per process, and under load two processes may choose
+    # differently (a resume keeps its checkpoint's choice, so the killed run would be another run).
     full = subprocess.run([*args, "-o", str(tmp_path / "full")], capture_output=True, text=True, timeout=300)
     assert full.returncode == 0, full.stderr[-2000:]
     latest = tmp_path / "killed" / "checkpoints" / "latest.pt"
@@ -468,11 +470,14 @@ def test_refinement_designs_branch_from_one_finished_reconstruction_stage(cuhk_d
     run = tmp_path / "run"
     _train(cuhk_dir, workdir, run, "train.rec_steps=2", "train.ref_steps=0")
     rec = load_checkpoint(run / "checkpoints" / "latest.pt")["rec"]
-    state = load_checkpoint(_train(cuhk_dir, workdir, run, "train.rec_steps=2", "train.ref_steps=2",
-                                   "loss.r1_gamma=1", "loss.lambda_img=100", "train.ref_zero_init=true"))
+    branch = ["loss.r1_gamma=1", "loss.lambda_img=100", "train.ref_zero_init=true", "model.ref_input=warped"]
+    state = load_checkpoint(_train(cuhk_dir, workdir, run, "train.rec_steps=2", "train.ref_steps=2", *branch))
     assert state["step"] == 4 and all(torch.equal(rec[k], state["rec"][k]) for k in rec)  # G_rec stayed frozen.
+    assert state["model_config"]["ref_input"] == "warped"
     with pytest.raises(InputError, match=r"loss.r1_gamma: 1.0 -> 0.0.*train.ref_zero_init: True -> False"):
-        _train(cuhk_dir, workdir, run, "train.rec_steps=2", "train.ref_steps=3", "loss.lambda_img=100")
+        _train(cuhk_dir, workdir, run, "train.rec_steps=2", "train.ref_steps=3", *branch[1:2], *branch[3:])
+    with pytest.raises(InputError, match=r"model is not the recipe's \(model.ref_input: warped -> source\)"):
+        _train(cuhk_dir, workdir, run, "train.rec_steps=2", "train.ref_steps=3", *branch[:3], force=True)
 
 
 def test_the_r1_penalty_is_logged_and_changes_the_discriminators_step():
@@ -502,3 +507,17 @@ def test_the_warped_source_refiner_trains_exports_and_generates(cuhk_dir, workdi
     result = generate(cuhk_dir, ckpt, cuhk_dir / "annotations.csv", tmp_path / "out",
                       GenerateConfig(per_id=1, num_workers=0, score=False), device="cpu", progress=False)
     assert result.generated == len(pd.read_csv(result.manifest)) > 0
+
+
+def test_what_train_is_not_given_comes_from_the_work_dir(cuhk_dir, workdir, tmp_path):
+    import shutil
+
+    from reid_augment.train import train
+
+    for name in ("pairs-train.csv", "poses.csv"):
+        shutil.copy(workdir / name, tmp_path / name)
+    trained = train(cuhk_dir, load_recipe("tiny", ["train.rec_steps=1", "train.ref_steps=0"]), device="cpu",
+                    progress=False, workdir=tmp_path)
+    assert trained.run_dir == tmp_path / "runs" / "tiny" and load_checkpoint(trained)["step"] == 1
+    with pytest.raises(InputError, match=r"^train: give run_dir, pairs, poses, or a work dir to take them from$"):
+        train(cuhk_dir, load_recipe("tiny"))

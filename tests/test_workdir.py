@@ -52,11 +52,24 @@ def test_latest_checkpoint_is_the_newest_run(tmp_path):
     assert work.latest_checkpoint() == older
 
 
-def test_no_checkpoint_is_a_one_line_error(tmp_path):
+def test_no_checkpoint_is_a_one_line_error(tmp_path, cuhk_dir):
     with pytest.raises(InputError, match=r"runs: no trained checkpoint; train one with `reid-augment train`, or "
                                          r"pass --checkpoint \(a file, or the bundled cuhk03-small\)$"):
         WorkDir(tmp_path).latest_checkpoint()
-    result = CliRunner().invoke(cli, ["generate", str(tmp_path), "--per-id", "1", "-w", str(tmp_path / "w")])
+    result = CliRunner().invoke(cli, ["generate", str(cuhk_dir), "--per-id", "1", "-w", str(tmp_path / "w")])
     assert result.exit_code == 1
     assert result.output == (f"Error: {tmp_path}/w/runs: no trained checkpoint; train one with `reid-augment train`, "
                              f"or pass --checkpoint (a file, or the bundled cuhk03-small)\n")
+
+
+def test_fill_in_takes_only_what_is_left_out_from_the_work_dir(tmp_path):
+    from reid_augment.workdir import fill_in
+
+    work = WorkDir(tmp_path)
+    assert fill_in("evaluate", tmp_path, pairs=None, poses="p.csv", report_dir=None) == (
+        work.test_pairs, "p.csv", work.report)
+    (tmp_path / "poses-test.csv").write_text("")  # target_poses looks at what is there.
+    assert fill_in("evaluate", tmp_path, pairs="x", poses=None, report_dir="r")[1] == work.test_poses
+    assert fill_in("preview", None, pairs="a", poses="b", output="c") == ("a", "b", "c")  # Nothing to fill.
+    with pytest.raises(InputError, match=r"^preview: give poses, output, or a work dir to take them from$"):
+        fill_in("preview", None, pairs="a", poses=None, output=None)

@@ -8,6 +8,7 @@ augments them must never have seen the dropped images: train it on other persons
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,10 +59,12 @@ class Selection:
     keep: np.ndarray      # Boolean, one per input image.
     short: int            # Identities with fewer than K images (they keep all they have).
     identities: int
+    folder: Path | None = None  # Where `select_folder` wrote the selection.
 
     def summary(self) -> str:
         note = f"; {self.short} of them have fewer than K and keep all they have" if self.short else ""
-        return f"{int(self.keep.sum())} real images of {self.identities} identities kept{note}"
+        wrote = f"; wrote {self.folder}" if self.folder is not None else ""
+        return f"{int(self.keep.sum())} real images of {self.identities} identities kept{note}{wrote}"
 
 
 def select(names: list[str], person_ids: list[str], regime: Regime) -> Selection:
@@ -119,4 +122,4 @@ def select_folder(root: str | os.PathLike, out: str | os.PathLike, regime: Regim
             raise InputError(f"{poses}: cannot read the pose file ({err.strerror})") from None
         rows = [line for line in lines[1:] if line.split(":", 1)[0].strip() in kept]
         atomic_write_text(out / "annotations.csv", "".join(lines[:1] + rows))
-    return selection
+    return dataclasses.replace(selection, folder=out)
