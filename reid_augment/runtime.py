@@ -54,6 +54,16 @@ def all_reduce(tensor: torch.Tensor, ctx: Dist, op=dist.ReduceOp.SUM) -> torch.T
     return tensor
 
 
+def rank_zeros(flag: bool, dev: torch.device, ctx: Dist) -> bool:
+    """Process 0's `flag` on every process: a choice made per process (the CPU's bf16 probe, which times kernels
+    and may tip either way under load) is then made once for the whole run."""
+    if ctx.world == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=dev)
+    dist.broadcast(value, 0)
+    return bool(value.item())
+
+
 def any_rank(nonfinite: torch.Tensor, out_of_time: bool, ctx: Dist) -> tuple[bool, bool]:
     """Whether any process saw a non-finite loss, and whether any ran out of time: one all-reduce, one sync."""
     flags = torch.stack([nonfinite, torch.full_like(nonfinite, float(out_of_time))])

@@ -41,7 +41,8 @@ from .networks import VDG, Discriminator, coarse_image, ref_source, refined_imag
 from .pairs import read_pair_file
 from .preview import sheet, skeleton
 from .poses import read_poses
-from .runtime import Dist, WaitClock, all_reduce, any_rank, barrier, init_distributed, sync_debug, wrap
+from .runtime import (Dist, WaitClock, all_reduce, any_rank, barrier, init_distributed, rank_zeros, sync_debug,
+                      wrap)
 from .weights import load_generator, write_generator
 from .workdir import WorkDir, fill_in
 
@@ -377,6 +378,7 @@ def _set_up(images, recipe: Recipe, run_dir: Path, pairs, poses, stage: str, dev
                              f"grows a design)")
     # Before the seed: the one-off CPU probe builds a layer (draws numbers). A resume keeps the recorded precision.
     precision, note = choose_precision(dev, tc.amp, (state or {}).get("precision"))
+    precision = "bf16" if rank_zeros(precision == "bf16", dev, ctx) else "float32"  # One choice for all processes.
     if note and ctx.main:
         print(f"note: {note}", file=sys.stderr)
     autocast = make_autocast(dev, precision)

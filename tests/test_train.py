@@ -521,3 +521,19 @@ def test_what_train_is_not_given_comes_from_the_work_dir(cuhk_dir, workdir, tmp_
     assert trained.run_dir == tmp_path / "runs" / "tiny" and load_checkpoint(trained)["step"] == 1
     with pytest.raises(InputError, match=r"^train: give run_dir, pairs, poses, or a work dir to take them from$"):
         train(cuhk_dir, load_recipe("tiny"))
+
+
+def test_every_process_takes_rank_zeros_choice(tmp_path):
+    """The bf16 probe times kernels in each process; under torchrun the run takes rank 0's answer everywhere."""
+    script = tmp_path / "agree.py"
+    script.write_text("import torch\n"
+                      "from reid_augment.runtime import init_distributed, rank_zeros\n"
+                      "ctx = init_distributed(torch.device('cpu'))\n"
+                      "print(f'rank {ctx.rank}: {rank_zeros(ctx.rank == 1, torch.device(\"cpu\"), ctx)}', flush=True)\n"
+                      "torch.distributed.destroy_process_group()\n")
+    done = _torchrun(2, script=(str(script),), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import re
+
+    # The two processes share stdout, so their lines may interleave.
+    assert sorted(re.findall(r"rank (\d): (True|False)", done.stdout)) == [("0", "False"), ("1", "False")]
