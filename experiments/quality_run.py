@@ -119,8 +119,8 @@ def main() -> None:
         result["model"]["identity_retention"] = m["identity"]["identity_retention"]
         result["real_target"]["identity_retention"] = m["identity"]["real_target_retention"]
     if args.init_from:  # The donor's training counts: the card gives the total and where it came from.
-        donor = resolve_generator(args.init_from)
-        donor = read_metadata(donor) if donor.suffix == ".safetensors" else {}  # A checkpoint has no card.
+        donor_path = resolve_generator(args.init_from)
+        donor = read_metadata(donor_path) if donor_path.suffix == ".safetensors" else {}  # A checkpoint has no card.
         result["init_from"] = {"generator": args.init_from, "train_minutes": float(donor.get("train_minutes", 0)),
                                "steps": donor.get("steps"), "command": donor.get("command")}
         result["train_minutes_total"] = round(result["train_minutes"] + result["init_from"]["train_minutes"], 1)
@@ -176,10 +176,10 @@ def _train_for_minutes(args: argparse.Namespace, work: Path, run: Path, dev: str
         if args.rec_minutes > 0:
             spend("rec", args.rec_minutes, [f"train.rec_steps={unbounded}", "train.ref_steps=0"], stage="rec",
                   init_from=args.init_from)
-        # --rec-minutes 0: the refinement stage starts at step 0 on --init-from's G_rec (an A/B of refinement
-        # designs on one finished reconstruction stage).
-        budget["rec_steps"] = load_checkpoint(latest)["step"] if args.rec_minutes > 0 else 0
-        run.mkdir(parents=True, exist_ok=True)
+            budget["rec_steps"] = load_checkpoint(latest)["step"]
+        else:  # --rec-minutes 0: the refinement stage alone, from step 0, on --init-from's G_rec.
+            budget["rec_steps"] = 0
+            run.mkdir(parents=True, exist_ok=True)
         budget_path.write_text(json.dumps(budget))
     rec = budget["rec_steps"]
     if args.ref_minutes:

@@ -47,8 +47,7 @@ def run_demo(out_dir: str | os.PathLike, say: Callable[[str], None] = print, tra
     recipe = load_recipe("tiny", [f"train.rec_steps={train_steps[0]}", f"train.ref_steps={train_steps[1]}"]
                          if train_steps else [])
     say(f"[3/5] Training the tiny recipe on the CPU ({recipe.train.rec_steps} + {recipe.train.ref_steps} steps).")
-    trained = train(SAMPLE, recipe, work.run("tiny"), work.train_pairs, work.poses, device="cpu",
-                    progress=progress)
+    trained = train(SAMPLE, recipe, device="cpu", progress=progress, workdir=work.root)  # Into runs/tiny.
     say(trained.summary())
     held_out = HELD_OUT / "annotations.csv"
     people = len(set(identities([p.name for p in HELD_OUT.glob("*.jpg")])[0]))

@@ -486,4 +486,3 @@ def generate(images: str | os.PathLike, checkpoint: str | os.PathLike | None = N
                           time.perf_counter() - start, short, cfg.candidates, scorer.name if scorer else None,
                           float(scores.mean()) if scores.notna().any() else None, cfg.score, unscorable,
                           scorer.processes if scorer else 0)
-

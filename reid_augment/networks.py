@@ -170,7 +170,7 @@ def deform(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """[N, C, h, w] features sampled through the part flow [N, H, W, 2] (grid_sample's (x, y), corners aligned, at
     the image's H x W), which is first carried to h x w: averaged over each feature cell's pixels, then from image
     pixels to feature-map pixels (an identity flow stays an identity at every level). Float32 sampling, the
-    features' dtype back."""
+    features' dtype and memory format back."""
     (big_h, big_w), (h, w) = flow.shape[1:3], features.shape[-2:]
     flow = flow.float()
     if (big_h, big_w) != (h, w):
@@ -180,8 +180,10 @@ def deform(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         stride = flow.new_tensor([big_w / w, big_h / h])
         flow = ((pixels + 0.5) / stride - 0.5) / flow.new_tensor([max(w - 1, 1), max(h - 1, 1)]) * 2 - 1
     warped = nn.functional.grid_sample(features.float(), flow, mode="bilinear", padding_mode="border",
-                                       align_corners=True)
-    return warped.to(features.dtype)
+                                       align_corners=True).to(features.dtype)
+    if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
+        warped = warped.contiguous(memory_format=torch.channels_last)  # The layout the next layers were given.
+    return warped
 
 
 def coarse_image(rec: nn.Module, src_img: torch.Tensor, src_maps: torch.Tensor, tgt_maps: torch.Tensor,
@@ -213,8 +215,7 @@ def ref_source(cfg: ModelConfig, src_img: torch.Tensor, flow: torch.Tensor | Non
         return src_img
     if flow is None:
         raise ValueError("ref_input 'warped' needs the part flow (keypoints.condition(..., flow=True))")
-    return deform(src_img, flow).contiguous(memory_format=torch.channels_last if src_img.is_contiguous(
-        memory_format=torch.channels_last) else torch.contiguous_format)
+    return deform(src_img, flow)
 
 
 class VDG(nn.Module):

@@ -100,10 +100,10 @@ def resume_diff(state: dict, recipe: Recipe, world: int) -> list[str]:
              if before.get(k) != new["train"][k]]
     diffs += _stage_diff(state.get("step", 0), old.get("train", {}).get("rec_steps"), new["train"]["rec_steps"])
     if state.get("step", 0) > _rec_steps_of(state):  # Only the refinement stage uses these.
-        # A field an older checkpoint lacks had its default then.
-        was = {**recipe_to_dict(Recipe())["loss"], **old.get("loss", {})}
+        default = recipe_to_dict(Recipe())  # A field an older checkpoint lacks had its default then.
+        was = {**default["loss"], **old.get("loss", {})}
         diffs += [f"loss.{k}: {v} -> {new['loss'][k]}" for k, v in was.items() if new["loss"].get(k) != v]
-        was = {**recipe_to_dict(Recipe())["train"], **before}
+        was = {**default["train"], **before}
         diffs += [f"train.{k}: {was[k]} -> {new['train'][k]}" for k in _REFINEMENT_TRAIN if was[k] != new["train"][k]]
     if state.get("world_size", 1) != world:
         diffs.append(f"world size: {state.get('world_size', 1)} -> {world}")
@@ -541,8 +541,8 @@ def _refinement_step(run: _Run, batch: dict) -> dict:
         run.rec_train = None
         run.ref_train = wrap(run.ref_net, run.dev, run.ctx)
         run.disc_train = wrap(run.disc_net, run.dev, run.ctx, broadcast_buffers=False)
-    if run.step == run.recipe.train.rec_steps and run.recipe.train.ref_zero_init:
-        zero_output(run.nets.model.ref)  # The stage's first step, not a resume: every process zeroes alike.
+        if run.step == run.recipe.train.rec_steps and run.recipe.train.ref_zero_init:
+            zero_output(run.nets.model.ref)  # The stage's first step, not a resume: every process zeroes alike.
     with run.autocast():
         with torch.no_grad():
             coarse = coarse_image(run.rec_net, batch["src_img"], batch["src_maps"], batch["tgt_maps"],
