@@ -48,6 +48,8 @@ class ModelConfig:
     ref_input: str = "source"       # What G_ref sees beside the coarse image: the source crop I_a (the paper), or
                                     # "warped": I_a moved per body part to the target pose (Def-GAN's part affine
                                     # transforms, from the keypoints; no learnt warp), real pixels where they go.
+    disc_pose: bool = False         # D also sees the target heatmaps, and real targets under another pair's pose
+                                    # count as fakes (GAN-CLS's mismatch term), so its verdict includes the pose.
 
     @property
     def needs_flow(self) -> bool:
@@ -63,6 +65,10 @@ class LossConfig:
     alpha: float = 0.9              # Eq. 8: alpha * mask-SSIM + (1 - alpha) * mask-L1; 0.9 is the paper's best.
     lambda_img: float = 10.0        # Eq. 6 weight of L_img against the adversarial term; PG2's 10.
     r1_gamma: float = 0.0           # R1 penalty (Mescheder et al. 2018), gamma / 2 * |grad D(real)|^2; 0: off.
+    identity_weight: float = 0.0    # Weight of an identity term (not in the paper): the cosine distance between a
+                                    # frozen re-ID model's features of the refined image and of the real target.
+    identity_model: str = ""        # That re-ID model: a torchreid checkpoint trained on the data set's training
+                                    # people (e.g. a reid-benchmark baseline arm's checkpoint.pt).
     ssim_window: int = 11           # Gaussian SSIM window (Wang et al.).
     ssim_sigma: float = 1.5
 
@@ -265,6 +271,9 @@ def validate_recipe(recipe: Recipe, where: str = "recipe") -> None:
         raise InputError(f"{where}: loss.ref_loss must be one of {', '.join(REF_LOSSES)}, got {_short(loss.ref_loss)}")
     if not 0.0 <= loss.alpha <= 1.0:
         raise InputError(f"{where}: loss.alpha must lie in [0, 1], got {loss.alpha}")
+    if loss.identity_weight > 0 and not loss.identity_model:
+        raise InputError(f"{where}: loss.identity_weight={loss.identity_weight} needs loss.identity_model, a re-ID "
+                         f"checkpoint of the training people (e.g. a reid-benchmark baseline arm's checkpoint.pt)")
 
 
 def validate_model(m: ModelConfig, where: str = "model") -> None:
@@ -290,6 +299,7 @@ _RANGES = [("model", "num_joints", 18, 18), ("model", "heatmap_sigma", 1e-6, Non
            ("model", "base_channels", 1, None), ("model", "z_dim", 0, None), ("model", "ref_levels", 1, None),
            ("model", "ref_channels", 1, None), ("model", "disc_channels", 1, None), ("model", "disc_levels", 1, None),
            ("loss", "lambda_img", 0, None), ("loss", "r1_gamma", 0, None),
+           ("loss", "identity_weight", 0, None),
            ("loss", "ssim_window", 1, None), ("loss", "ssim_sigma", 1e-6, None),
            ("train", "batch_size", 1, None), ("train", "rec_steps", 0, None), ("train", "ref_steps", 0, None),
            ("train", "lr", 1e-12, None), ("train", "beta1", 0, 0.999999), ("train", "beta2", 0, 0.999999),

@@ -99,10 +99,15 @@ def image_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg
     return cfg.alpha * structural + (1 - cfg.alpha) * mask_l1(pred, target, mask)  # Eq. 8.
 
 
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """Eq. 5 as a minimisation: -log D(I_a, I_b) - log(1 - D(I_a, fake))."""
-    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor,
+                       mismatch_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 5 as a minimisation: -log D(I_a, I_b) - log(1 - D(I_a, fake)). With `mismatch_logits` (real targets
+    under another pair's pose), GAN-CLS's form (Reed et al. 2016): the two kinds of fake weigh a half each."""
+    real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    if mismatch_logits is None:
+        return real + fake
+    return real + (fake + F.binary_cross_entropy_with_logits(mismatch_logits, torch.zeros_like(mismatch_logits))) / 2
 
 
 def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
@@ -112,3 +117,9 @@ def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     non-saturating one, which gives G a gradient while D still wins easily.
     """
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def identity_loss(fake_features: torch.Tensor, real_features: torch.Tensor) -> torch.Tensor:
+    """1 - cos(f(refined), f(I_b)), batch mean: a re-ID model's features of the generated image pulled to the real
+    target's, so that the person stays findable (a perceptual loss whose network is a re-ID model)."""
+    return (1 - F.cosine_similarity(fake_features.float(), real_features.float(), dim=1)).mean()

@@ -145,12 +145,13 @@ class DisentangledGenerator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """DCGAN-style conditional discriminator D(I_a, I): [N, 3, H, W] x 2 -> [N] logits."""
+    """DCGAN-style conditional discriminator D(I_a, I): [N, 3, H, W] x 2 -> [N] logits. With `pose_channels`, D
+    also sees the target heatmaps, D(I_a, I, H_b) (Def-GAN's D is pose-conditioned), so that it can judge the pose."""
 
-    def __init__(self, channels: int, levels: int, image_size: tuple[int, int]):
+    def __init__(self, channels: int, levels: int, image_size: tuple[int, int], pose_channels: int = 0):
         super().__init__()
         layers: list[nn.Module] = []
-        in_ch = 6
+        in_ch = 6 + pose_channels
         for i in range(levels):
             out_ch = channels * 2 ** min(i, 3)
             layers.append(nn.Conv2d(in_ch, out_ch, 4, stride=2, padding=1))
@@ -162,8 +163,9 @@ class Discriminator(nn.Module):
         area = (image_size[0] >> levels) * (image_size[1] >> levels)
         self.head = nn.Linear(in_ch * area, 1)
 
-    def forward(self, src_img: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(torch.cat([src_img, img], dim=1)).flatten(1)).squeeze(1)
+    def forward(self, src_img: torch.Tensor, img: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
+        x = torch.cat([src_img, img] if pose is None else [src_img, img, pose.to(img.dtype)], dim=1)
+        return self.head(self.features(x).flatten(1)).squeeze(1)
 
 
 def deform(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:

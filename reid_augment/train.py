@@ -36,7 +36,7 @@ from .fileio import atomic_write_text, save_png
 from .images import scan_images
 from .keypoints import condition
 from .locks import hold
-from .losses import discriminator_loss, generator_adversarial_loss, image_loss, l1
+from .losses import discriminator_loss, generator_adversarial_loss, identity_loss, image_loss, l1
 from .networks import VDG, Discriminator, coarse_image, ref_source, refined_image, warm_start, zero_output
 from .pairs import read_pair_file
 from .preview import sheet, skeleton
@@ -110,9 +110,10 @@ def resume_diff(state: dict, recipe: Recipe, world: int) -> list[str]:
     return diffs
 
 
-# Model fields that only the refinement stage reads and that leave every weight's shape as it is: a finished
-# reconstruction stage may resume into another value.
-_REFINEMENT_MODEL = ("ref_input",)
+# Model fields that only the refinement stage reads: a finished reconstruction stage may resume into another value.
+# They leave G_rec's and G_ref's weights as they are; disc_pose reshapes D, which has not trained yet, so a resume
+# that changes it starts D afresh from the seed (`_resume`).
+_REFINEMENT_MODEL = ("ref_input", "disc_pose")
 
 
 def model_diff(old: ModelConfig, new: ModelConfig, refining: bool = True) -> list[str]:
@@ -155,13 +156,20 @@ def reconstruction_step(rec: torch.nn.Module, opt: torch.optim.Optimizer, batch:
 
 
 def discriminator_step(disc: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, refined: torch.Tensor,
-                       autocast, r1_gamma: float = 0.0) -> dict:
+                       autocast, r1_gamma: float = 0.0, pose: bool = False) -> dict:
     """D on real (I_a, I_b) against fake (I_a, refined) (Eq. 5); `refined` is detached. With `r1_gamma`, plus the
-    R1 penalty on the real pairs (gamma / 2 * |d D / d I_b|^2), which keeps D from out-running G_ref."""
+    R1 penalty on the real pairs (gamma / 2 * |d D / d I_b|^2), which keeps D from out-running G_ref. With `pose`
+    (`ModelConfig.disc_pose`), D sees the target heatmaps, and each real target under the next pair's pose is a
+    fake too: D must check the pose, not only the texture."""
     real = batch["tgt_img"].detach().requires_grad_(r1_gamma > 0)
+    maps = batch["tgt_maps"] if pose else None
     with autocast():
-        real_logits = disc(batch["src_img"], real).float()
-        loss = discriminator_loss(real_logits, disc(batch["src_img"], refined.detach()).float())
+        real_logits = disc(batch["src_img"], real, maps).float()
+        fake_logits = disc(batch["src_img"], refined.detach(), maps).float()
+        mismatch = None
+        if pose and len(real) > 1:
+            mismatch = disc(batch["src_img"], batch["tgt_img"], maps.roll(1, dims=0)).float()
+        loss = discriminator_loss(real_logits, fake_logits, mismatch)
     out = {"d": loss.detach()}
     if r1_gamma > 0:
         grad, = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
@@ -175,8 +183,10 @@ def discriminator_step(disc: torch.nn.Module, opt: torch.optim.Optimizer, batch:
 
 
 def generator_step(disc: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, refined: torch.Tensor,
-                   loss_cfg, autocast) -> dict:
-    """G_ref on the non-saturating adversarial term plus lambda * L_img (Eq. 6, 7, 8).
+                   loss_cfg, autocast, pose: bool = False, judge=None) -> dict:
+    """G_ref on the non-saturating adversarial term plus lambda * L_img (Eq. 6, 7, 8); with `pose`, D judges
+    the refined image under the target heatmaps; with `judge` (a `reid.model.ReidModel`), plus
+    `loss_cfg.identity_weight` times the identity term (`losses.identity_loss`).
 
     `disc` is the bare module with its parameters frozen: the gradient flows through it into G_ref, and D's own
     gradients are neither computed nor all-reduced.
@@ -184,15 +194,25 @@ def generator_step(disc: torch.nn.Module, opt: torch.optim.Optimizer, batch: dic
     disc.requires_grad_(False)
     try:
         with autocast():
-            adv = generator_adversarial_loss(disc(batch["src_img"], refined).float())
+            adv = generator_adversarial_loss(disc(batch["src_img"], refined, batch["tgt_maps"] if pose else None)
+                                             .float())
+            if judge is not None:
+                with torch.no_grad():
+                    real_features = judge.embed(batch["tgt_img"])
+                identity = identity_loss(judge.embed(refined), real_features)
         img = image_loss(refined.float(), batch["tgt_img"], batch["tgt_mask"], loss_cfg)
         loss = adv + loss_cfg.lambda_img * img
+        if judge is not None:
+            loss = loss + loss_cfg.identity_weight * identity
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     finally:
         disc.requires_grad_(True)
-    return {"g_adv": adv.detach(), "g_img": img.detach(), "g": loss.detach()}
+    out = {"g_adv": adv.detach(), "g_img": img.detach(), "g": loss.detach()}
+    if judge is not None:
+        out["g_id"] = identity.detach()
+    return out
 
 
 # `train` is a sequence of phases, each a function of the run's shared state (`_Run`): set-up (`_set_up`: the
@@ -230,6 +250,7 @@ class _Run:
     step: int = 0
     origin: str = ""               # The donor a run started from, kept across resumes.
     precision: str = "float32"     # What the steps compute in ("bf16" or "float32"), stored in every checkpoint.
+    judge: Any = None              # The identity term's frozen re-ID model (`reid.model.ReidModel`), when asked for.
     dataset: str = ""
     writer: Any = None             # TensorBoard's, when asked for (rank 0).
     data: TrainingData | None = None
@@ -382,13 +403,18 @@ def _set_up(images, recipe: Recipe, run_dir: Path, pairs, poses, stage: str, dev
     if note and ctx.main:
         print(f"note: {note}", file=sys.stderr)
     autocast = make_autocast(dev, precision)
+    judge = None
+    if recipe.loss.identity_weight > 0 and stage != "rec":  # The identity term's re-ID model, frozen.
+        from .reid.model import load as load_reid
+
+        judge = load_reid(recipe.loss.identity_model, device=dev)
     # Every generator a step could draw from starts from the seed, so a run is a function of its recipe, in the
     # first call of a process or a later one, and a checkpoint's RNG state (all three) continues it exactly.
     random.seed(tc.seed)
     np.random.seed(tc.seed)
     torch.manual_seed(tc.seed)
     return _Run(recipe, run_dir, dev, ctx, stage, tables, state, autocast, _build_models(recipe.model, tc, dev),
-                precision=precision)
+                precision=precision, judge=judge)
 
 
 def _announce_cpu_run(run: _Run) -> None:
@@ -414,7 +440,8 @@ def _read_tables(images, pairs, poses) -> tuple:
 def _build_models(cfg: ModelConfig, tc: TrainConfig, dev: torch.device) -> _Models:
     """Fresh modules (drawn from torch's generator) in the loop's memory format, and their optimisers."""
     model = VDG(cfg).to(dev)
-    disc = Discriminator(cfg.disc_channels, cfg.disc_levels, cfg.image_size).to(dev)
+    disc = Discriminator(cfg.disc_channels, cfg.disc_levels, cfg.image_size,
+                         cfg.num_joints if cfg.disc_pose else 0).to(dev)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # Fixed shapes: let cuDNN pick the fastest kernels once.
     # oneDNN's and cuDNN's fast convolution kernels want NHWC: 1.5x on the CPU in float32 (RESULTS.md).
@@ -433,10 +460,11 @@ def _resume(run: _Run, init_from) -> None:
     if state:
         nets.model.rec.load_state_dict(state["rec"])
         nets.model.ref.load_state_dict(state["ref"])
-        nets.disc.load_state_dict(state["disc"])
         nets.opt_rec.load_state_dict(state["opt_rec"])
         nets.opt_ref.load_state_dict(state["opt_ref"])
-        nets.opt_disc.load_state_dict(state["opt_disc"])
+        if model_config_of(state).disc_pose == run.recipe.model.disc_pose:  # Else an untrained D of another shape.
+            nets.disc.load_state_dict(state["disc"])
+            nets.opt_disc.load_state_dict(state["opt_disc"])
         set_rng_state(state["rng"])
         run.step = state["step"]
     elif init_from is not None:
@@ -549,9 +577,11 @@ def _refinement_step(run: _Run, batch: dict) -> dict:
                                   batch.get("flow"))
         source = ref_source(run.recipe.model, batch["src_img"], batch.get("flow"))
         refined = refined_image(run.ref_train, source, coarse, batch["tgt_maps"])
+    pose = run.recipe.model.disc_pose
     losses = discriminator_step(run.disc_train, run.nets.opt_disc, batch, refined, run.autocast,
-                                run.recipe.loss.r1_gamma)
-    losses.update(generator_step(run.disc_net, run.nets.opt_ref, batch, refined, run.recipe.loss, run.autocast))
+                                run.recipe.loss.r1_gamma, pose)
+    losses.update(generator_step(run.disc_net, run.nets.opt_ref, batch, refined, run.recipe.loss, run.autocast,
+                                 pose, run.judge))
     return losses
 
 

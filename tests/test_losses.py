@@ -53,3 +53,21 @@ def test_weighted_loss_is_eq8():
     expected = 0.7 * mask_ssim_loss(pred, target, mask) + 0.3 * mask_l1(pred, target, mask)
     torch.testing.assert_close(image_loss(pred, target, mask, cfg), expected)
     assert image_loss(pred, target, mask, LossConfig(ref_loss="l1")) == pytest.approx((pred - target).abs().mean().item())
+
+
+def test_the_mismatch_term_weighs_the_two_kinds_of_fake_a_half_each():
+    from reid_augment.losses import discriminator_loss
+
+    real, fake, mismatch = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0]), torch.tensor([1.0, 0.0])
+    softplus = torch.nn.functional.softplus  # -log sigmoid(x) = softplus(-x); -log(1 - sigmoid(x)) = softplus(x).
+    expected = softplus(-real).mean() + (softplus(fake).mean() + softplus(mismatch).mean()) / 2
+    torch.testing.assert_close(discriminator_loss(real, fake, mismatch), expected)
+    torch.testing.assert_close(discriminator_loss(real, fake), softplus(-real).mean() + softplus(fake).mean())
+
+
+def test_the_identity_term_is_zero_for_equal_features_and_two_for_opposite_ones():
+    from reid_augment.losses import identity_loss
+
+    f = torch.randn(3, 16)
+    torch.testing.assert_close(identity_loss(f, 2 * f), torch.tensor(0.0), atol=1e-6, rtol=0)
+    torch.testing.assert_close(identity_loss(f, -f), torch.tensor(2.0))

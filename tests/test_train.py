@@ -470,13 +470,16 @@ def test_refinement_designs_branch_from_one_finished_reconstruction_stage(cuhk_d
     run = tmp_path / "run"
     _train(cuhk_dir, workdir, run, "train.rec_steps=2", "train.ref_steps=0")
     rec = load_checkpoint(run / "checkpoints" / "latest.pt")["rec"]
-    branch = ["loss.r1_gamma=1", "loss.lambda_img=100", "train.ref_zero_init=true", "model.ref_input=warped"]
+    branch = ["loss.r1_gamma=1", "loss.lambda_img=100", "train.ref_zero_init=true", "model.ref_input=warped",
+              "model.disc_pose=true"]
     state = load_checkpoint(_train(cuhk_dir, workdir, run, "train.rec_steps=2", "train.ref_steps=2", *branch))
     assert state["step"] == 4 and all(torch.equal(rec[k], state["rec"][k]) for k in rec)  # G_rec stayed frozen.
-    assert state["model_config"]["ref_input"] == "warped"
+    assert state["model_config"]["ref_input"] == "warped" and state["model_config"]["disc_pose"]
+    assert state["disc"]["features.0.weight"].shape[1] == 6 + 18  # A fresh D that sees the target heatmaps.
     with pytest.raises(InputError, match=r"loss.r1_gamma: 1.0 -> 0.0.*train.ref_zero_init: True -> False"):
         _train(cuhk_dir, workdir, run, "train.rec_steps=2", "train.ref_steps=3", *branch[1:2], *branch[3:])
-    with pytest.raises(InputError, match=r"model is not the recipe's \(model.ref_input: warped -> source\)"):
+    with pytest.raises(InputError, match=r"model is not the recipe's \(model.ref_input: warped -> source; "
+                                         r"model.disc_pose: True -> False\)"):
         _train(cuhk_dir, workdir, run, "train.rec_steps=2", "train.ref_steps=3", *branch[:3], force=True)
 
 
@@ -494,6 +497,69 @@ def test_the_r1_penalty_is_logged_and_changes_the_discriminators_step():
         assert ("r1" in losses) == (gamma > 0)
         after[gamma] = disc.head.weight.detach().clone()
     assert losses["r1"] > 0 and not torch.allclose(after[0.0], after[10.0])
+
+
+def test_a_pose_conditioned_discriminator_learns_from_the_pose_and_counts_other_poses_as_fakes():
+    from reid_augment.losses import discriminator_loss
+    from reid_augment.networks import Discriminator
+    from reid_augment.train import discriminator_step
+
+    batch = {"src_img": torch.rand(4, 3, 32, 16) * 2 - 1, "tgt_img": torch.rand(4, 3, 32, 16) * 2 - 1,
+             "tgt_maps": torch.rand(4, 18, 32, 16)}
+    fake = torch.rand(4, 3, 32, 16) * 2 - 1
+    torch.manual_seed(0)
+    disc = Discriminator(8, 3, (32, 16), pose_channels=18)
+    with torch.no_grad():
+        real, faked, mismatch = (disc(batch["src_img"], img, maps) for img, maps in
+                                 ((batch["tgt_img"], batch["tgt_maps"]), (fake, batch["tgt_maps"]),
+                                  (batch["tgt_img"], batch["tgt_maps"].roll(1, 0))))
+    assert not torch.allclose(real, mismatch)  # The verdict depends on the pose.
+    losses = discriminator_step(disc, torch.optim.SGD(disc.parameters(), lr=0.0), batch, fake,
+                                contextlib.nullcontext, pose=True)
+    torch.testing.assert_close(losses["d"], discriminator_loss(real, faked, mismatch))
+    assert disc.features[0].weight.grad[:, 6:].abs().sum() > 0  # D's pose channels train.
+
+
+def test_the_identity_term_pulls_a_frozen_reid_models_features_and_names_a_missing_model(cuhk_dir, workdir,
+                                                                                        tmp_path):
+    from reid_augment.reid import model as reid_model
+
+    judge = tmp_path / "judge.pt"
+    torch.save(reid_model.checkpoint_record(reid_model.build("osnet_x0_25", 5), "osnet_x0_25", list("abcde"),
+                                            (128, 64)), judge)
+    run = tmp_path / "run"
+    _train(cuhk_dir, workdir, run, "train.rec_steps=1", "train.ref_steps=2", "train.log_every=1",
+           "loss.identity_weight=10", f"loss.identity_model={judge}")
+    logs = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in logs] == ["rec", "ref", "ref"] and all(0 <= r["g_id"] <= 2 for r in logs[1:])
+    with pytest.raises(InputError, match="missing.pt"):
+        _train(cuhk_dir, workdir, tmp_path / "other", "train.rec_steps=1", "train.ref_steps=1",
+               "loss.identity_weight=10", f"loss.identity_model={tmp_path / 'missing.pt'}")
+    with pytest.raises(InputError, match="loss.identity_weight=10.0 needs loss.identity_model"):
+        load_recipe("tiny", ["loss.identity_weight=10"])
+
+
+def test_the_identity_term_changes_g_refs_step_and_leaves_the_judge_untouched():
+    from reid_augment.config import LossConfig
+    from reid_augment.networks import Discriminator
+    from reid_augment.reid.model import ReidModel, build
+    from reid_augment.train import generator_step
+
+    torch.manual_seed(0)
+    judge = ReidModel(build("osnet_x0_25", 5), "osnet_x0_25", list("abcde"), (64, 32))
+    before = {k: v.clone() for k, v in judge.net.state_dict().items()}
+    batch = {"src_img": torch.rand(2, 3, 32, 16) * 2 - 1, "tgt_img": torch.rand(2, 3, 32, 16) * 2 - 1,
+             "tgt_mask": torch.ones(2, 1, 32, 16)}
+    start, steps = torch.rand(2, 3, 32, 16) * 2 - 1, {}
+    for weight in (0.0, 100.0):
+        refined = start.clone().requires_grad_(True)  # Stands for G_ref's output: the step moves it directly.
+        cfg = LossConfig(identity_weight=weight, identity_model="judge.pt")
+        losses = generator_step(Discriminator(8, 3, (32, 16)), torch.optim.SGD([refined], lr=1.0), batch, refined,
+                                cfg, contextlib.nullcontext, judge=judge if weight else None)
+        steps[weight] = refined.detach() - start
+    assert 0 < losses["g_id"] <= 2 and not torch.allclose(steps[0.0], steps[100.0])
+    assert all(p.grad is None for p in judge.net.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in judge.net.state_dict().items())  # Eval mode: no BN updates.
 
 
 def test_the_warped_source_refiner_trains_exports_and_generates(cuhk_dir, workdir, tmp_path):

@@ -78,6 +78,16 @@ class ReidModel:
         return (torch.cat(feats) if feats else empty), (torch.cat(probs) if probs else empty)
 
 
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Differentiable features of generator-range images ([N, 3, H, W] in [-1, 1]) at the model's input size:
+        the frozen model as a perceptual network (`losses.identity_loss`)."""
+        self.net.eval().requires_grad_(False)
+        x = (images + 1) / 2
+        if tuple(x.shape[-2:]) != self.size:
+            x = torch.nn.functional.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        return self.net((x - fastdata.MEAN.to(x)) / fastdata.STD.to(x))
+
+
 def checkpoint_record(net: torch.nn.Module, arch: str, classes: list[str], size: tuple[int, int]) -> dict:
     """What a re-ID checkpoint holds so that `load` can rebuild it alone."""
     return {"model": net.state_dict(), "arch": arch, "classes": list(classes), "size": list(size)}
