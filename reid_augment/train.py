@@ -407,7 +407,10 @@ def _set_up(images, recipe: Recipe, run_dir: Path, pairs, poses, stage: str, dev
     if recipe.loss.identity_weight > 0 and stage != "rec":  # The identity term's re-ID model, frozen.
         from .reid.model import load as load_reid
 
-        judge = load_reid(recipe.loss.identity_model, device=dev)
+        try:
+            judge = load_reid(recipe.loss.identity_model, device=dev)
+        except InputError as e:  # Say which setting named the file.
+            raise InputError(f"loss.identity_model: {e}") from None
     # Every generator a step could draw from starts from the seed, so a run is a function of its recipe, in the
     # first call of a process or a later one, and a checkpoint's RNG state (all three) continues it exactly.
     random.seed(tc.seed)

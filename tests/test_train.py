@@ -527,12 +527,14 @@ def test_the_identity_term_pulls_a_frozen_reid_models_features_and_names_a_missi
     judge = tmp_path / "judge.pt"
     torch.save(reid_model.checkpoint_record(reid_model.build("osnet_x0_25", 5), "osnet_x0_25", list("abcde"),
                                             (128, 64)), judge)
-    run = tmp_path / "run"
-    _train(cuhk_dir, workdir, run, "train.rec_steps=1", "train.ref_steps=2", "train.log_every=1",
-           "loss.identity_weight=10", f"loss.identity_model={judge}")
+    run, identity = tmp_path / "run", ["loss.identity_weight=10", f"loss.identity_model={judge}"]
+    _train(cuhk_dir, workdir, run, "train.rec_steps=1", "train.ref_steps=2", "train.log_every=1", *identity,
+           stage="rec")
+    _train(cuhk_dir, workdir, run, "train.rec_steps=1", "train.ref_steps=2", "train.log_every=1", *identity,
+           stage="ref")  # The refinement stage alone loads the re-ID model too.
     logs = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in logs] == ["rec", "ref", "ref"] and all(0 <= r["g_id"] <= 2 for r in logs[1:])
-    with pytest.raises(InputError, match="missing.pt"):
+    with pytest.raises(InputError, match="loss.identity_model: .*missing.pt"):
         _train(cuhk_dir, workdir, tmp_path / "other", "train.rec_steps=1", "train.ref_steps=1",
                "loss.identity_weight=10", f"loss.identity_model={tmp_path / 'missing.pt'}")
     with pytest.raises(InputError, match="loss.identity_weight=10.0 needs loss.identity_model"):
@@ -554,6 +556,7 @@ def test_the_identity_term_changes_g_refs_step_and_leaves_the_judge_untouched():
     for weight in (0.0, 100.0):
         refined = start.clone().requires_grad_(True)  # Stands for G_ref's output: the step moves it directly.
         cfg = LossConfig(identity_weight=weight, identity_model="judge.pt")
+        torch.manual_seed(1)  # The same D for both weights: only the identity term differs.
         losses = generator_step(Discriminator(8, 3, (32, 16)), torch.optim.SGD([refined], lr=1.0), batch, refined,
                                 cfg, contextlib.nullcontext, judge=judge if weight else None)
         steps[weight] = refined.detach() - start
