@@ -77,7 +77,6 @@ class ReidModel:
         empty = torch.empty(0)
         return (torch.cat(feats) if feats else empty), (torch.cat(probs) if probs else empty)
 
-
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Differentiable features of generator-range images ([N, 3, H, W] in [-1, 1]) at the model's input size:
         the frozen model as a perceptual network (`losses.identity_loss`)."""
